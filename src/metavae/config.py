@@ -1,0 +1,181 @@
+"""Experiment configuration: frozen dataclasses loaded from small YAML files.
+
+A config file has the sections ``data``, ``model`` (``name`` plus that model's options),
+``train`` and ``probe``; every key has a default, so a file only states what differs.
+Data roots never appear in configs: they come from ``--data-dir`` / ``$METAVAE_DATA``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from metavae.configuration import from_dict, require, to_dict
+from metavae.data.families import FAMILIES, canonical_split
+from metavae.errors import ConfigError
+from metavae.models import MODELS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which family of distributions, and how context sets and validation data are drawn.
+
+    ``validation``: ``"train_holdout"`` (default) keeps ``validation_size`` images of the train
+    part out of training and selects checkpoints on them; ``"test"`` uses the test part of the
+    training distributions, as the paper did (never the held-out distributions).
+    ``train_subset``: use only the first n train images (quick runs and tests); null = all.
+    """
+
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    family: Literal["rotate", "scale", "shear"] = "rotate"
+    split: str = "sparse"
+    context_size: int = 10
+    validation: Literal["train_holdout", "test"] = "train_holdout"
+    validation_size: int = 5000
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "split", canonical_split(self.split))
+        require(self.family in FAMILIES, "data.family", f"choose one of {FAMILIES}")
+        require(self.context_size >= 1, "data.context_size", f"must be ≥ 1, got {self.context_size}")
+        require(self.validation_size >= 1, "data.validation_size", f"must be ≥ 1, got {self.validation_size}")
+        require(self.train_subset is None or self.train_subset > self.validation_size, "data.train_subset",
+                "must exceed data.validation_size (or be null)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. ``epochs`` counts passes over each distribution's train part; ``max_steps``
+    (if set) stops earlier. ``context_pool_size`` > 0 draws each example's context from a pool
+    of that many images per distribution and step (embedded once); 0 gives every example its
+    own context images (the straightforward, slower estimator of the same objective)."""
+
+    lr: float = 2e-4
+    batch_size: int = 100
+    epochs: int = 100
+    max_steps: int | None = None
+    seed: int = 0
+    context_pool_size: int = 100
+    validate_every: int | None = None
+    checkpoint_every: int = 500
+    val_examples: int = 1000
+    val_importance_samples: int = 100
+    val_pool_size: int = 500
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        require(self.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {self.batch_size}")
+        require(self.epochs >= 1, "train.epochs", f"must be ≥ 1, got {self.epochs}")
+        require(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be ≥ 1 or null")
+        require(self.context_pool_size >= 0, "train.context_pool_size", "must be ≥ 0 (0 = per-example contexts)")
+        require(self.validate_every is None or self.validate_every >= 1, "train.validate_every", "must be ≥ 1 or null (= once per epoch)")
+        require(self.checkpoint_every >= 1, "train.checkpoint_every", "must be ≥ 1")
+        require(self.val_examples >= 1, "train.val_examples", "must be ≥ 1")
+        require(self.val_importance_samples >= 1, "train.val_importance_samples", "must be ≥ 1")
+        require(self.val_pool_size >= 0, "train.val_pool_size", "must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probe on held-out values (and the cross-value invariance probe).
+
+    ``train_examples``/``test_examples``: how many of a value's train/test images to embed
+    (null = all 60k / 10k). Context sets come from a pool of ``pool_size`` images of the same
+    value and part. ``reference``: the value whose classifier is tested on all held-out values
+    (null = the identity transformation)."""
+
+    train_examples: int | None = None
+    test_examples: int | None = None
+    pool_size: int = 1000
+    max_iter: int = 1000
+    C: float = 1.0
+    reference: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.train_examples is None or self.train_examples >= 10, "probe.train_examples", "must be ≥ 10 or null")
+        require(self.test_examples is None or self.test_examples >= 1, "probe.test_examples", "must be ≥ 1 or null")
+        require(self.pool_size >= 0, "probe.pool_size", "must be ≥ 0")
+        require(self.C > 0, "probe.C", "must be positive")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None  # the registered model's config dataclass; ``model_name`` names the model
+    model_name: str = "metavae"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = to_dict(self)
+        out["model"] = {"name": out.pop("model_name"), **out["model"]}
+        return out
+
+
+def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a whole config dict (the YAML's content) into an :class:`ExperimentConfig`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a config file must hold a mapping with sections data, model, train, probe")
+    raw = dict(raw)
+    model_raw = dict(raw.pop("model", None) or {})
+    name = model_raw.pop("name", "metavae")
+    if name not in MODELS:
+        raise ConfigError(f"config key 'model.name': unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    model_cfg = from_dict(MODELS[name].config_class, model_raw, prefix="model")
+    base = from_dict(ExperimentConfig, raw)
+    return replace(base, model=model_cfg, model_name=name)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["train.epochs=5", …]`` → ``[("train.epochs", 5), …]`` (values parsed as YAML)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[tuple[str, Any]] = ()) -> ExperimentConfig:  # type: ignore[assignment]
+    """Read a YAML config (or start from defaults if ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist (shipped configs are under configs/)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config file must hold a mapping")
+    for key, value in overrides:
+        _set_dotted(raw, key, value)
+    return experiment_from_dict(raw)
+
+
+def save_config(config: ExperimentConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

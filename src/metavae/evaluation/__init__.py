@@ -1,0 +1,1 @@
+"""Evaluation: linear probes on held-out distributions."""

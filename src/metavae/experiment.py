@@ -1,0 +1,82 @@
+"""Build tasks and models from a config, train into a run directory, load a run back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from metavae.config import ExperimentConfig, experiment_from_dict, save_config
+from metavae.data.image_task import ImageFamilyTask, load_images
+from metavae.data.mnist import default_data_root
+from metavae.errors import CheckpointError, ConfigError
+from metavae.models import MODELS, LatentVariableModel
+from metavae.training.checkpoint import load_checkpoint
+from metavae.training.trainer import FitResult, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``--data-dir`` if given, else ``$METAVAE_DATA``, else ``./data``."""
+    return Path(data_dir) if data_dir is not None else default_data_root()
+
+
+def build_task(config: ExperimentConfig, data_root: Path) -> ImageFamilyTask:
+    train, test = load_images(config.data, data_root)
+    return ImageFamilyTask(config.data, train, test, seed=config.train.seed)
+
+
+def build_model(config: ExperimentConfig, task: ImageFamilyTask) -> LatentVariableModel:
+    """The registered model, initialised from ``config.train.seed``."""
+    torch.manual_seed(config.train.seed)
+    return MODELS[config.model_name].from_config(config.model, task.event_shape, task.num_decoders)
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("metavae").addHandler(handler)
+    return handler
+
+
+def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train ``config`` into ``run_dir`` (``config.yaml``, ``metrics.jsonl``, ``train.log``, checkpoints)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    saved = run_dir / "config.yaml"
+    if resume and saved.exists():
+        import yaml
+
+        if yaml.safe_load(saved.read_text()) != config.to_dict():
+            raise ConfigError(f"{saved} differs from the config given: resume with the same config, or use a new --out")
+    save_config(config, saved)
+    task = build_task(config, data_root)
+    model = build_model(config, task)
+    handler = _attach_log_file(run_dir)
+    try:
+        log.info("training %s on %s/%s: %d training distributions %s", config.model_name, config.data.family,
+                 config.data.split, task.num_decoders, task.distribution_names())
+        return Trainer(model, task, config, run_dir).fit(resume=resume, progress=progress)
+    finally:
+        logging.getLogger("metavae").removeHandler(handler)
+        handler.close()
+
+
+def load_run(run_dir: Path, data_root: Path, which: str = "best") -> tuple[ExperimentConfig, LatentVariableModel, ImageFamilyTask]:
+    """The config, the ``best`` (or ``last``) model and the task of a finished run."""
+    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    payload = load_checkpoint(path)
+    config = experiment_from_dict(payload["config"])
+    task = build_task(config, data_root)
+    model = build_model(config, task)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: parameters do not fit the model its config describes ({exc})") from exc
+    model.eval()
+    return config, model, task

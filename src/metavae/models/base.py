@@ -1,0 +1,58 @@
+"""The one seam every generative model implements: ``log_weights``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from metavae.data.context import Context
+
+
+class LatentVariableModel(nn.Module):
+    """A latent-variable model with an amortised proposal.
+
+    Shapes: query ``x: (B, *event)``, context ``(B, N, *event)`` or a
+    :class:`~metavae.data.context.Context`, latents ``(K, B, z_dim)``, log-weights ``(K, B)``.
+    ``decoder_index: (B,)`` names the training distribution whose decoder scores each example
+    (models with a single decoder ignore it).
+    """
+
+    config_class: ClassVar[type]
+
+    def log_weights(
+        self, x: Tensor, context: Tensor | Context, num_samples: int = 1, decoder_index: Tensor | None = None
+    ) -> Tensor:
+        """``log p(x, latents) − log q(latents | x, context)`` for latents ~ q; shape ``(num_samples, B)``."""
+        raise NotImplementedError
+
+    def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:
+        """Deterministic code of each query (posterior mean), ``(B, code_dim)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: Any, event_shape: tuple[int, ...], num_distributions: int) -> "LatentVariableModel":
+        raise NotImplementedError
+
+
+def diagonal_gaussian(params: Tensor) -> Independent:
+    """Split ``(…, 2·d)`` into loc and log-variance: ``Independent(Normal(loc, exp(½·logvar)), 1)``."""
+    loc, logvar = params.chunk(2, dim=-1)
+    return Independent(Normal(loc, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))), 1)
+
+
+def standard_normal(dim: int, like: Tensor) -> Independent:
+    return Independent(Normal(like.new_zeros(dim), like.new_ones(dim)), 1)
+
+
+def bernoulli_grey_levels(logits: Tensor, event_dims: int) -> Distribution:
+    """Bernoulli likelihood applied to grey levels in [0, 1] (the paper's choice).
+
+    ``log_prob(x) = Σ x·log σ(l) + (1−x)·log(1−σ(l))`` — the binary cross-entropy, which is a
+    proper log-density only at binary x; for grey levels it is the standard pseudo-likelihood
+    and log-likelihood numbers are comparable between models using it, not with other
+    likelihoods. Support validation is therefore switched off.
+    """
+    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims)

@@ -1,0 +1,6 @@
+"""Networks: MLPs and set encoders, injected into models."""
+
+from metavae.nn.mlp import MLP, GroupedMLP
+from metavae.nn.set_encoder import SetEncoder
+
+__all__ = ["MLP", "GroupedMLP", "SetEncoder"]

@@ -1,0 +1,1 @@
+"""Figures drawn from saved result files (never from live models)."""

@@ -1,0 +1,1 @@
+"""One trainer for every model, with atomic checkpoints and exact resume."""
