@@ -12,7 +12,7 @@ from pathlib import Path
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
-from metavae.data.mnist import fetch_mnist
+from metavae.data.mnist import ensure_mnist, fetch_mnist
 from metavae.errors import MetaVAEError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.evaluation.probe import run_probe
@@ -98,7 +98,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data_root = resolve_data_root(args.data_dir)
-    fetch_mnist(data_root)
+    ensure_mnist(data_root)
     config = load_config(demo_config_path(), parse_overrides(args.set or []))
     out = Path(args.out)
     print(f"[demo] training MetaVAE on {config.data.family}/{config.data.split} (CPU preset) into {out}")

@@ -61,6 +61,7 @@ class Trainer:
         self.best_val = float("-inf")
         self.best_step = -1
         self._val_batch: Batch | None = None
+        self._running = (0.0, 0)  # train loss sum and count since the last validation
 
     # ---------------------------------------------------------------- one step, any stage
     def step(self, batch: Batch, stage: str) -> dict[str, Any]:
@@ -94,6 +95,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()},
             "step": self.step_count,
             "best": {"val_iwae": self.best_val, "step": self.best_step},
+            "running_loss": list(self._running),
         }
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
@@ -114,6 +116,7 @@ class Trainer:
         self.generator.set_state(payload["rng"]["data"])
         self.step_count = int(payload["step"])
         self.best_val, self.best_step = float(payload["best"]["val_iwae"]), int(payload["best"]["step"])
+        self._running = (float(payload["running_loss"][0]), int(payload["running_loss"][1]))
         if self.metrics_path.exists():  # drop what the interrupted run logged after its last checkpoint
             kept = [ln for ln in self.metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step_count]
             self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
@@ -136,21 +139,20 @@ class Trainer:
         total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
         validate_every = cfg.validate_every or per_epoch
         start = time.perf_counter()
-        running, count = 0.0, 0
         bar = tqdm(total=total, initial=self.step_count, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
         while self.step_count < total:
             epoch, within = divmod(self.step_count, per_epoch)
             batch = self.task.train_batch(epoch, within, cfg.batch_size, cfg.context_pool_size, self.generator)
             out = self.step(batch, "train")
             self.step_count += 1
-            running, count = running + out["loss"], count + 1
+            self._running = (self._running[0] + out["loss"], self._running[1] + 1)
             bar.update(1)
             done = self.step_count == total
             if self.step_count % validate_every == 0 or done:
                 val = self.validate()
-                record = {"step": self.step_count, "epoch": self.step_count / per_epoch, "train_loss": running / count,
-                          **val, "seconds": time.perf_counter() - start}
-                running, count = 0.0, 0
+                record = {"step": self.step_count, "epoch": self.step_count / per_epoch,
+                          "train_loss": self._running[0] / self._running[1], **val, "seconds": time.perf_counter() - start}
+                self._running = (0.0, 0)
                 improved = val["val_iwae"] > self.best_val
                 if improved:
                     self.best_val, self.best_step = val["val_iwae"], self.step_count

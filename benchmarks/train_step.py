@@ -1,0 +1,135 @@
+"""Throughput of the MetaVAE training step at paper sizes on MNIST rotate/sparse.
+
+Compares, in one process and on the same data:
+- ``pooled``: each distribution's context images are a pool of ``--pool`` images drawn once per
+  step and embedded once; each example's context is a uniform random 10-subset of the pool;
+- ``per-example`` (the straightforward step): every example gets its own 10 context images,
+  each embedded separately (``train.context_pool_size = 0``).
+Both steps include batch sampling, the image transforms, forward, backward and Adam.
+
+Also checks that the expected loss is unchanged: the mean −ELBO of both samplers at the same
+fixed parameters over many batches (with standard errors), and reports the achieved fraction
+of this machine's measured float32 matmul throughput (FLOPs counted by torch's FlopCounterMode).
+
+Usage: python benchmarks/train_step.py [--steps 30] [--data-dir data]. The last line printed
+is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from metavae.config import load_config
+from metavae.experiment import build_model, build_task
+from metavae.objectives import elbo
+from metavae.training.trainer import Trainer
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def make_trainer(pool: int, data_dir: Path) -> Trainer:
+    cfg = load_config(None, [("data.family", "rotate"), ("data.split", "sparse"), ("train.context_pool_size", pool)])
+    task = build_task(cfg, data_dir)
+    return Trainer(build_model(cfg, task), task, cfg, Path("/nonexistent-run-dir"))
+
+
+def time_steps(trainer: Trainer, steps: int, offset: int) -> float:
+    cfg = trainer.train_cfg
+    start = time.perf_counter()
+    for i in range(steps):
+        batch = trainer.task.train_batch(0, offset + i, cfg.batch_size, cfg.context_pool_size, trainer.generator)
+        trainer.step(batch, "train")
+    return time.perf_counter() - start
+
+
+def step_flops(trainer: Trainer) -> int:
+    cfg = trainer.train_cfg
+    batch = trainer.task.train_batch(0, 0, cfg.batch_size, cfg.context_pool_size, trainer.generator)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.step(batch, "train")
+    return counter.get_total_flops()
+
+
+@torch.no_grad()
+def mean_loss(trainer: Trainer, state: dict, batches: int) -> tuple[float, float]:
+    """Mean and standard error of the −ELBO at parameters ``state`` over fresh batches."""
+    trainer.model.load_state_dict(state)
+    cfg = trainer.train_cfg
+    losses = []
+    for i in range(batches):
+        b = trainer.task.train_batch(1, i, cfg.batch_size, cfg.context_pool_size, trainer.generator)
+        losses.append(float(-elbo(trainer.model.log_weights(b.x, b.context, 1, decoder_index=b.decoder_index)).mean()))
+    t = torch.tensor(losses)
+    return float(t.mean()), float(t.std() / len(losses) ** 0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loss-batches", type=int, default=60)
+    parser.add_argument("--pool", type=int, default=100)
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data_dir = Path(args.data_dir)
+    fast, slow = make_trainer(args.pool, data_dir), make_trainer(0, data_dir)
+    slow.model.load_state_dict(fast.model.state_dict())
+    for t in (fast, slow):  # warm-up (allocations, caches)
+        time_steps(t, 3, 0)
+    fast_s = slow_s = 0.0
+    for r in range(args.rounds):  # interleaved rounds, so both see the same machine load
+        fast_s += time_steps(fast, args.steps, 3 + r * args.steps)
+        slow_s += time_steps(slow, args.steps, 3 + r * args.steps)
+    n = args.steps * args.rounds
+    steps_per_s, baseline_steps_per_s = n / fast_s, n / slow_s
+    images_per_step = fast.task.num_decoders * fast.train_cfg.batch_size
+    flops = step_flops(fast)
+    peak = matmul_gflops()
+    # expected loss at the same (briefly trained) parameters under both samplers
+    state = {k: v.clone() for k, v in fast.model.state_dict().items()}
+    loss_fast, se_fast = mean_loss(fast, state, args.loss_batches)
+    loss_slow, se_slow = mean_loss(slow, state, args.loss_batches)
+    result = {
+        "config": "MetaVAE, MNIST rotate/sparse, paper sizes, batch 100 x 5 distributions, context 10",
+        "pool_size": args.pool,
+        "steps_per_s": round(steps_per_s, 3),
+        "images_per_s": round(steps_per_s * images_per_step, 1),
+        "baseline_steps_per_s": round(baseline_steps_per_s, 3),
+        "baseline_images_per_s": round(baseline_steps_per_s * images_per_step, 1),
+        "speedup": round(steps_per_s / baseline_steps_per_s, 2),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "achieved_gflops": round(flops / 1e9 * steps_per_s, 2),
+        "matmul_gflops": round(peak, 2),
+        "matmul_fraction": round(flops / 1e9 * steps_per_s / peak, 3),
+        "loss_pooled": round(loss_fast, 3),
+        "loss_pooled_se": round(se_fast, 3),
+        "loss_per_example": round(loss_slow, 3),
+        "loss_per_example_se": round(se_slow, 3),
+        "threads": torch.get_num_threads(),
+    }
+    print(f"pooled contexts:      {steps_per_s:7.2f} steps/s  {result['images_per_s']:9.1f} images/s")
+    print(f"per-example contexts: {baseline_steps_per_s:7.2f} steps/s  {result['baseline_images_per_s']:9.1f} images/s")
+    print(f"speedup {result['speedup']}x; {result['achieved_gflops']} GFLOP/s of {result['matmul_gflops']} measured matmul "
+          f"GFLOP/s ({result['matmul_fraction']:.1%})")
+    print(f"mean -ELBO at fixed parameters: pooled {loss_fast:.3f} ± {se_fast:.3f}, per-example {loss_slow:.3f} ± {se_slow:.3f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

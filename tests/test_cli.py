@@ -1,0 +1,62 @@
+"""Smoke runs of every command on small synthetic data in the official format."""
+
+import json
+
+import pytest
+
+from conftest import TINY
+from metavae.cli import main
+
+TINY_SET = [item for key, value in TINY for item in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def test_train_then_probe(mnist_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data-dir", str(mnist_root), "train", "configs/mnist/scale_interleaved.yaml", "--split", "sparse",
+                 "--out", str(out), "--no-progress", *TINY_SET]) == 0
+    assert (out / "config.yaml").exists() and (out / "checkpoints" / "best.pt").exists()
+    assert "split: sparse" in (out / "config.yaml").read_text()
+    assert main(["--data-dir", str(mnist_root), "probe", str(out)]) == 0
+    result = json.loads((out / "probe.json").read_text())
+    assert result["family"] == "scale" and result["split"] == "sparse"
+    assert list(result["per_value"]) == ["0.5", "0.7", "0.8", "0.9", "1.1", "1.2", "1.3", "1.5", "1.6", "1.7", "1.9"]
+    assert all(0.0 <= a <= 1.0 for a in result["per_value"].values())
+    assert set(result["invariance"]) == {"reference", "per_value", "mean_accuracy"} and result["invariance"]["reference"] == 1.0
+    assert (out / "probe.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "paper (Fig. 6)" in printed
+
+
+@pytest.mark.parametrize("path", ["configs/mnist/shear_contiguous.yaml", "configs/mnist/rotate_interleaved.yaml"])
+def test_shipped_configs_train_in_tiny_mode(mnist_root, tmp_path, path):
+    assert main(["--data-dir", str(mnist_root), "train", path, "--out", str(tmp_path / "r"), "--no-progress", *TINY_SET,
+                 "--set", "train.max_steps=2"]) == 0
+
+
+def test_demo_in_tiny_mode(mnist_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--data-dir", str(mnist_root), "demo", "--out", str(out), "--no-progress", *TINY_SET]) == 0
+    for name in ("probe.json", "probe.png", "metrics.jsonl", "config.yaml", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "probe.json").read_text())
+    assert (result["family"], result["split"], len(result["per_value"])) == ("rotate", "sparse", 13)
+    assert "paper (Fig. 6)" in capsys.readouterr().out
+
+
+def test_bad_config_gives_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown config key 'train.epoch'" in err
+
+
+def test_missing_data_gives_clear_error(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path / "empty"), "train", "configs/mnist/rotate_sparse.yaml", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "missing data file" in err and "metavae data mnist" in err and "Traceback" not in err
+
+
+def test_probe_of_missing_run(tmp_path, capsys):
+    assert main(["probe", str(tmp_path / "none")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

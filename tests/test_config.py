@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from metavae.config import load_config, parse_overrides
+from metavae.errors import ConfigError
+
+CONFIGS = sorted(Path("configs").rglob("*.yaml"))
+
+
+def test_nine_mnist_configs_shipped():
+    names = {p.stem for p in Path("configs/mnist").glob("*.yaml")}
+    assert names == {f"{f}_{s}" for f in ("rotate", "scale", "shear") for s in ("interleaved", "sparse", "contiguous")}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load_with_paper_settings(path):
+    cfg = load_config(path)
+    family, split = path.stem.split("_")
+    assert (cfg.data.family, cfg.data.split) == (family, split)
+    assert cfg.train.lr == 2e-4 and cfg.train.batch_size == 100 and cfg.train.epochs == 100
+    assert cfg.model.z_dim == 40 and cfg.model.hidden_dim == 400 and cfg.data.context_size == 10
+    assert "/" not in str(cfg.to_dict().get("data"))  # no paths in configs
+
+
+def test_defaults_are_paper_sizes():
+    cfg = load_config(None)
+    assert cfg.model_name == "metavae" and cfg.model.summary_hidden == (784, 400) and cfg.model.summary_dim == 400
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.learning_rate'; valid keys here: .*lr"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (("train.lr", "fast"), r"config key 'train.lr': expected float, got 'fast'"),
+        (("train.lr", -1.0), r"config key 'train.lr': must be positive"),
+        (("data.family", "flip"), r"config key 'data.family': 'flip' is not one of 'rotate', 'scale', 'shear'"),
+        (("data.split", "random"), r"unknown split 'random'"),
+        (("model.name", "gan"), r"config key 'model.name': unknown model 'gan'"),
+        (("model.z_dim", 0), r"config key 'model.z_dim': must be positive"),
+        (("train.batch_size", 2.5), r"config key 'train.batch_size': expected int"),
+    ],
+)
+def test_bad_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_split_alias_and_overrides():
+    cfg = load_config(None, parse_overrides(["data.split=standard", "train.epochs=3", "model.summary_hidden=[10, 20]"]))
+    assert cfg.data.split == "interleaved" and cfg.train.epochs == 3 and cfg.model.summary_hidden == (10, 20)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["train.epochs"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
