@@ -1,0 +1,1 @@
+"""Data: real MNIST, transformation families and context sampling."""

