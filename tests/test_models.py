@@ -1,5 +1,6 @@
 """Contract tests over every registered model."""
 
+import dataclasses
 import io
 
 import pytest
@@ -14,11 +15,18 @@ EVENT = (1, 6, 6)
 D = 3
 
 
-def _model(name):
-    cfg = load_config(None, [("model.name", name), ("model.hidden_dim", 16), ("model.summary_dim", 8),
-                             ("model.summary_hidden", [12]), ("model.z_dim", 3)])
-    torch.manual_seed(0)
-    return MODELS[name].from_config(cfg.model, EVENT, D)
+TINY_SIZES = {"hidden_dim": 16, "summary_dim": 8, "summary_hidden": [12], "z_dim": 3, "c_dim": 5,
+              "num_pseudo_sets": 3, "pseudo_set_size": 2, "decoders": "per_distribution"}
+
+
+def _tiny_config(name):
+    valid = {f.name for f in dataclasses.fields(MODELS[name].config_class)}
+    return load_config(None, [("model.name", name)] + [(f"model.{k}", v) for k, v in TINY_SIZES.items() if k in valid]).model
+
+
+def _model(name, seed=0):
+    torch.manual_seed(seed)
+    return MODELS[name].from_config(_tiny_config(name), EVENT, D)
 
 
 def _data(b=5, n=4):
@@ -88,8 +96,7 @@ def test_save_load_round_trip(name):
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)
-    torch.manual_seed(5)
-    other = MODELS[name].from_config(_model(name).config_class(hidden_dim=16, summary_dim=8, summary_hidden=(12,), z_dim=3), EVENT, D)
+    other = _model(name, seed=5)
     other.load_state_dict(torch.load(buf, weights_only=True))
     torch.manual_seed(9)
     a = model.log_weights(x, context, 4, decoder_index=index)

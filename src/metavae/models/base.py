@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from metavae.data.context import Context
+
+Objective = Literal["marginal", "training"]
+"""``"marginal"``: proper importance weights of log p(x) (for IWAE, validation, comparison).
+``"training"``: the model's own training objective per sample (differs only for models whose
+bound re-weights a term, e.g. the 1/|D|-scaled KL of the Variational Homoencoder)."""
 
 
 class LatentVariableModel(nn.Module):
@@ -23,9 +28,19 @@ class LatentVariableModel(nn.Module):
     config_class: ClassVar[type]
 
     def log_weights(
-        self, x: Tensor, context: Tensor | Context, num_samples: int = 1, decoder_index: Tensor | None = None
+        self,
+        x: Tensor,
+        context: Tensor | Context | None,
+        num_samples: int = 1,
+        decoder_index: Tensor | None = None,
+        objective: Objective = "marginal",
     ) -> Tensor:
-        """``log p(x, latents) − log q(latents | x, context)`` for latents ~ q; shape ``(num_samples, B)``."""
+        """``log p(x, latents) − log q(latents | x, context)`` for latents ~ q; shape ``(num_samples, B)``.
+
+        With ``objective="marginal"`` these are proper importance weights, so ``iwae`` of them
+        is a stochastic lower bound on ``log p(x)`` comparable across models; their mean is the
+        ELBO. ``objective="training"`` gives the per-sample terms the model is trained on.
+        """
         raise NotImplementedError
 
     def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:

@@ -7,7 +7,8 @@ q_φ(z | D, x) = N(z; μ, diag σ²), (μ, log σ²) = r(concat(x, h(D))), with 
 encoder. Each training distribution i has its own decoder p_θi(x | z) and the prior is
 p(z) = N(0, I). The MetaELBO for distribution i is
     E_{x∼p_i} E_{q(z|D_i,x)} [log p_θi(x|z) + log p(z) − log q(z|D_i,x)],
-obtained here as the mean of :meth:`log_weights`. Held-out distributions are embedded with the
+obtained as the mean of :meth:`log_weights`. A MetaVAE is a :class:`VAE` with per-distribution
+decoders whose encoder also reads the summary h(D). Held-out distributions are embedded with the
 posterior mean given a context set from them; decoders are not needed then.
 """
 
@@ -19,10 +20,12 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Independent
 
 from metavae.configuration import require
 from metavae.data.context import Context
-from metavae.models.base import LatentVariableModel, bernoulli_grey_levels, diagonal_gaussian, standard_normal
+from metavae.models.base import diagonal_gaussian
+from metavae.models.vae import VAE
 from metavae.nn import MLP, GroupedMLP, SetEncoder
 
 
@@ -47,7 +50,7 @@ class MetaVAEConfig:
         require(all(h > 0 for h in self.summary_hidden), "model.summary_hidden", "widths must be positive")
 
 
-class MetaVAE(LatentVariableModel):
+class MetaVAE(VAE):
     """q(z | D, x) = r([x, h(D)]) shared by all distributions; one decoder per training distribution.
 
     Args:
@@ -55,17 +58,15 @@ class MetaVAE(LatentVariableModel):
         inference_net: r, ``(B, x_features + summary_dim)`` → ``(B, 2·z_dim)`` (loc, log-variance).
         decoder: grouped decoders, ``(M, z_dim)`` and group ``(M,)`` → logits ``(M, prod(event))``.
         event_shape: shape of one data point, e.g. ``(1, 28, 28)``.
+
+    ``log_weights`` (inherited) gives ``log p_θi(x|z) + log p(z) − log q(z|D, x)``.
     """
 
     config_class = MetaVAEConfig
 
     def __init__(self, summary: SetEncoder, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...]) -> None:
-        super().__init__()
+        super().__init__(inference_net, decoder, event_shape)
         self.summary = summary
-        self.inference_net = inference_net
-        self.decoder = decoder
-        self.event_shape = tuple(event_shape)
-        self.z_dim = decoder.in_features
 
     @classmethod
     def from_config(cls, config: MetaVAEConfig, event_shape: tuple[int, ...], num_distributions: int) -> "MetaVAE":
@@ -78,25 +79,9 @@ class MetaVAE(LatentVariableModel):
         decoder = GroupedMLP(num_distributions, (config.z_dim, config.hidden_dim, config.hidden_dim, x_dim))
         return cls(summary, inference_net, decoder, event_shape)
 
-    def posterior(self, x: Tensor, context: Tensor | Context):
+    def posterior(self, x: Tensor, context: Tensor | Context | None) -> Independent:
         """q(z | D, x): ``Independent(Normal(loc, scale), 1)`` with batch shape ``(B,)``."""
+        if context is None:
+            raise ValueError("MetaVAE needs a context set (B, N, *event) drawn from the query's distribution")
         features = torch.cat([x.flatten(1), self.summary(context)], dim=-1)  # (B, x_dim + S)
         return diagonal_gaussian(self.inference_net(features))
-
-    def log_weights(
-        self, x: Tensor, context: Tensor | Context, num_samples: int = 1, decoder_index: Tensor | None = None
-    ) -> Tensor:
-        """``log p_θi(x|z) + log p(z) − log q(z|D, x)`` for z ~ q, shape ``(num_samples, B)``."""
-        q = self.posterior(x, context)
-        z = q.rsample((num_samples,))  # (K, B, z)
-        k, b = z.shape[:2]
-        if decoder_index is None:
-            if self.decoder.num_groups != 1:
-                raise ValueError("decoder_index (B,) is required: this MetaVAE has one decoder per training distribution")
-            decoder_index = torch.zeros(b, dtype=torch.long, device=x.device)
-        logits = self.decoder(z.reshape(k * b, -1), decoder_index.repeat(k)).view(k, b, *self.event_shape)
-        log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
-        return log_px + standard_normal(self.z_dim, z).log_prob(z) - q.log_prob(z)
-
-    def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:
-        return self.posterior(x, context).mean

@@ -68,7 +68,8 @@ class Trainer:
         """``train``: one Adam step on −ELBO, returns the loss. ``val``: IWAE per distribution."""
         if stage == "train":
             self.model.train()
-            log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index)  # (1, B)
+            log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
+                                           objective="training")  # (1, B)
             loss = -elbo(log_w).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,57 @@
+"""Variational Homoencoder with a VampPrior over c (Tomczak & Welling, "VAE with a VampPrior",
+AISTATS 2018), as in the MetaVAE paper's baselines.
+
+p(c) = (1/M) Σ_m q(c | U_m): a uniform mixture of the c-posteriors of M learned pseudo-sets
+U_m, each of ``pseudo_set_size`` pseudo-images with pixels in [0, 1] (a sigmoid of free
+parameters). It is a ``MixtureSameFamily`` of diagonal Gaussians in ``c_dim`` dimensions, so its
+normalising constant is that of a c_dim-dimensional density.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, MixtureSameFamily
+
+from metavae.configuration import require
+from metavae.models.homoencoder import VariationalHomoencoder
+from metavae.models.neural_statistician import NeuralStatisticianConfig
+
+
+@dataclass(frozen=True)
+class HomoencoderVampPriorConfig(NeuralStatisticianConfig):
+    """VHE sizes plus 500 pseudo-sets of 10 pseudo-images."""
+
+    num_pseudo_sets: int = 500
+    pseudo_set_size: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_pseudo_sets >= 1, "model.num_pseudo_sets", "must be ≥ 1")
+        require(self.pseudo_set_size >= 1, "model.pseudo_set_size", "must be ≥ 1")
+
+
+class HomoencoderVampPrior(VariationalHomoencoder):
+    """VHE whose prior over c is the VampPrior built from learned pseudo-sets."""
+
+    config_class: ClassVar[type] = HomoencoderVampPriorConfig
+
+    def _init_extra(self, config: NeuralStatisticianConfig) -> None:
+        assert isinstance(config, HomoencoderVampPriorConfig)
+        # free parameters of the pseudo-images; sigmoid keeps pixels in [0, 1]. Initialised
+        # around grey level 0.1 with some spread (MNIST's mean intensity is ≈ 0.13).
+        shape = (config.num_pseudo_sets, config.pseudo_set_size, *self.event_shape)
+        self.pseudo_logits = nn.Parameter(torch.randn(shape) * 0.5 - 2.2)
+
+    def pseudo_sets(self) -> Tensor:
+        """``(M, n, *event)`` pseudo-images in [0, 1]."""
+        return torch.sigmoid(self.pseudo_logits)
+
+    def prior_c(self, like: Tensor) -> Distribution:
+        """p(c) = (1/M) Σ_m q(c | U_m), a ``MixtureSameFamily`` with batch shape ``()``."""
+        components = self.posterior_c(self.pseudo_sets())  # batch (M,), event (c_dim,)
+        mixing = Categorical(logits=torch.zeros(components.batch_shape, device=like.device))
+        return MixtureSameFamily(mixing, components)

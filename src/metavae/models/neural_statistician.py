@@ -1,0 +1,145 @@
+"""Neural Statistician (Edwards & Storkey, "Towards a Neural Statistician", ICLR 2017).
+
+Generative model with a set-level latent c: c ~ p(c) = N(0, I), z ~ p(z | c), x ~ p(x | z, c).
+Inference: q(c | S) from a statistic network (mean-pooled set encoder), q(z | x, c).
+
+The set-level ELBO of a set S is
+    Σ_{x ∈ S} E_q [log p(x | z, c) + log p(z | c) − log q(z | x, c)] − KL(q(c | S) ‖ p(c)).
+Through the per-example seam each query x is explained together with its context D, i.e.
+S = D ∪ {x}, and its share of the set's c-term is 1/|S| (``objective="training"``): summed over
+the points of S this is the set-level ELBO. With ``objective="marginal"`` the c-term enters
+with weight 1, so the weights are proper importance weights of the single-point marginal
+    p(x) = ∫∫ p(c) p(z | c) p(x | z, c) dz dc
+under the proposal q(c | S) q(z | x, c) — an IWAE over both latents, comparable across models.
+
+Representation (probe): the mean of q(z | x, c) at c = the mean of q(c | S) — deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent
+
+from metavae.configuration import require
+from metavae.data.context import Context, as_context
+from metavae.models.base import LatentVariableModel, Objective, bernoulli_grey_levels, diagonal_gaussian, standard_normal
+from metavae.nn import MLP, SetEncoder
+
+
+@dataclass(frozen=True)
+class NeuralStatisticianConfig:
+    """Sizes as the paper's baselines: statistic net ``784 → 784 → 400 → 400`` (mean over the set)
+    → ``2·c_dim``; p(z|c): ``c → 400 → 2·z``; q(z|x,c): ``(784+c) → 400 → 400 → 2·z``;
+    p(x|z,c): ``(z+c) → 400 → 400 → 784``."""
+
+    z_dim: int = 40
+    c_dim: int = 300
+    hidden_dim: int = 400
+    summary_dim: int = 400
+    summary_hidden: tuple[int, ...] = (784, 400)
+    pooling: Literal["mean", "max", "sum"] = "mean"
+
+    def __post_init__(self) -> None:
+        for key in ("z_dim", "c_dim", "hidden_dim", "summary_dim"):
+            require(getattr(self, key) > 0, f"model.{key}", f"must be positive, got {getattr(self, key)}")
+        require(all(h > 0 for h in self.summary_hidden), "model.summary_hidden", "widths must be positive")
+
+
+class NeuralStatistician(LatentVariableModel):
+    """c summarises the set S = D ∪ {x}; one shared decoder p(x | z, c) (``decoder_index`` is ignored).
+
+    Args:
+        statistic: set encoder, context → ``(B, summary_dim)``.
+        c_head: ``summary_dim → 2·c_dim`` (loc, log-variance of q(c | S)).
+        prior_z: ``c_dim → 2·z_dim`` (p(z | c)).
+        encoder_z: ``x_dim + c_dim → 2·z_dim`` (q(z | x, c)).
+        decoder: ``z_dim + c_dim → x_dim`` logits (p(x | z, c)).
+    """
+
+    config_class: ClassVar[type] = NeuralStatisticianConfig
+    query_in_set: ClassVar[bool] = True  # the set c summarises includes the query itself
+
+    def __init__(self, statistic: SetEncoder, c_head: nn.Module, prior_z: nn.Module, encoder_z: nn.Module,
+                 decoder: nn.Module, c_dim: int, z_dim: int, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.statistic = statistic
+        self.c_head = c_head
+        self.prior_z = prior_z
+        self.encoder_z = encoder_z
+        self.decoder = decoder
+        self.c_dim, self.z_dim = c_dim, z_dim
+        self.event_shape = tuple(event_shape)
+
+    @classmethod
+    def from_config(cls, config: NeuralStatisticianConfig, event_shape: tuple[int, ...], num_distributions: int):  # type: ignore[override]
+        x_dim, h, c, z = math.prod(event_shape), config.hidden_dim, config.c_dim, config.z_dim
+        statistic = SetEncoder(MLP((x_dim, *config.summary_hidden, config.summary_dim), activation="leaky_relu",
+                                   flatten_from=1), pooling=config.pooling)
+        model = cls(statistic, nn.Linear(config.summary_dim, 2 * c), MLP((c, h, 2 * z)), MLP((x_dim + c, h, h, 2 * z)),
+                    MLP((z + c, h, h, x_dim)), c, z, event_shape)
+        model._init_extra(config)
+        return model
+
+    def _init_extra(self, config: NeuralStatisticianConfig) -> None:
+        """Hook for subclasses that add parameters (e.g. the VampPrior's pseudo-sets)."""
+
+    # ------------------------------------------------------------------ distributions
+    def set_for_c(self, x: Tensor, context: Tensor | Context) -> Context:
+        """The set c is inferred from: ``D ∪ {x}`` (``query_in_set``) or ``D``."""
+        ctx = as_context(context)
+        if not self.query_in_set:
+            return ctx
+        b, p = x.shape[0], ctx.elements.shape[0]
+        elements = torch.cat([ctx.elements, x], dim=0)  # (P + B, *event)
+        own = torch.arange(p, p + b, device=x.device).unsqueeze(1)  # (B, 1)
+        return Context(elements, torch.cat([ctx.index, own], dim=1))  # (B, N + 1)
+
+    def posterior_c(self, sets: Tensor | Context) -> Independent:
+        """q(c | S), batch shape ``(B,)``."""
+        return diagonal_gaussian(self.c_head(self.statistic(sets)))
+
+    def prior_c(self, like: Tensor) -> Distribution:
+        """p(c) = N(0, I)."""
+        return standard_normal(self.c_dim, like)
+
+    def c_term_weight(self, set_size: int, objective: Objective) -> float:
+        """Weight of ``log p(c) − log q(c | S)`` in one query's log-weight."""
+        return 1.0 if objective == "marginal" else 1.0 / set_size
+
+    def posterior_z(self, x: Tensor, c: Tensor) -> Independent:
+        """q(z | x, c) for ``c: (..., B, c_dim)``; batch shape ``(..., B)``."""
+        xf = x.flatten(1).expand(*c.shape[:-1], -1)  # (..., B, x_dim)
+        return diagonal_gaussian(self.encoder_z(torch.cat([xf, c], dim=-1)))
+
+    # ------------------------------------------------------------------ the seam
+    def log_weights(
+        self,
+        x: Tensor,
+        context: Tensor | Context | None,
+        num_samples: int = 1,
+        decoder_index: Tensor | None = None,
+        objective: Objective = "marginal",
+    ) -> Tensor:
+        """``log p(x|z,c) + log p(z|c) − log q(z|x,c) + w·(log p(c) − log q(c|S))``, ``(num_samples, B)``."""
+        if context is None:
+            raise ValueError(f"{type(self).__name__} needs a context set (B, N, *event)")
+        sets = self.set_for_c(x, context)
+        q_c = self.posterior_c(sets)
+        c = q_c.rsample((num_samples,))  # (K, B, c)
+        q_z = self.posterior_z(x, c)
+        z = q_z.rsample()  # (K, B, z)
+        p_z = diagonal_gaussian(self.prior_z(c))
+        logits = self.decoder(torch.cat([z, c], dim=-1)).view(*z.shape[:2], *self.event_shape)
+        log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
+        c_term = self.prior_c(c).log_prob(c) - q_c.log_prob(c)  # (K, B)
+        return log_px + p_z.log_prob(z) - q_z.log_prob(z) + self.c_term_weight(sets.set_size, objective) * c_term
+
+    @torch.no_grad()
+    def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:
+        c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
+        return self.posterior_z(x, c).mean

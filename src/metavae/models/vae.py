@@ -1,0 +1,86 @@
+"""Variational autoencoder (Kingma & Welling, 2014; Rezende et al., 2014), with shared or
+per-distribution decoders.
+
+q(z | x) = N(z; μ(x), diag σ²(x)), p(z) = N(0, I), p(x | z) Bernoulli on grey levels. The
+context set is ignored: this is the ablation that tells what the context buys. With
+``decoders: per_distribution`` each training distribution has its own decoder — a MetaVAE
+without the summary network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Independent
+
+from metavae.configuration import require
+from metavae.data.context import Context
+from metavae.models.base import LatentVariableModel, Objective, bernoulli_grey_levels, diagonal_gaussian, standard_normal
+from metavae.nn import MLP, GroupedMLP
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Encoder ``784 → 400 → 400 → 2·40``, decoder(s) ``40 → 400 → 400 → 784`` (ReLU)."""
+
+    z_dim: int = 40
+    hidden_dim: int = 400
+    decoders: Literal["shared", "per_distribution"] = "shared"
+
+    def __post_init__(self) -> None:
+        require(self.z_dim > 0, "model.z_dim", f"must be positive, got {self.z_dim}")
+        require(self.hidden_dim > 0, "model.hidden_dim", f"must be positive, got {self.hidden_dim}")
+
+
+class VAE(LatentVariableModel):
+    """q(z | x) → z → p_θi(x | z); ``decoder_index`` picks θi when there are several decoders."""
+
+    config_class = VAEConfig
+
+    def __init__(self, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.inference_net = inference_net
+        self.decoder = decoder
+        self.event_shape = tuple(event_shape)
+        self.z_dim = decoder.in_features
+
+    @classmethod
+    def from_config(cls, config: VAEConfig, event_shape: tuple[int, ...], num_distributions: int) -> "VAE":
+        x_dim = math.prod(event_shape)
+        groups = num_distributions if config.decoders == "per_distribution" else 1
+        return cls(
+            MLP((x_dim, config.hidden_dim, config.hidden_dim, 2 * config.z_dim)),
+            GroupedMLP(groups, (config.z_dim, config.hidden_dim, config.hidden_dim, x_dim)),
+            event_shape,
+        )
+
+    def posterior(self, x: Tensor, context: Tensor | Context | None) -> Independent:
+        """q(z | x), batch shape ``(B,)`` (the context is not used)."""
+        return diagonal_gaussian(self.inference_net(x.flatten(1)))
+
+    def log_weights(
+        self,
+        x: Tensor,
+        context: Tensor | Context | None,
+        num_samples: int = 1,
+        decoder_index: Tensor | None = None,
+        objective: Objective = "marginal",
+    ) -> Tensor:
+        """``log p_θi(x|z) + log p(z) − log q(z | ·)`` for z ~ q, shape ``(num_samples, B)``."""
+        q = self.posterior(x, context)
+        z = q.rsample((num_samples,))  # (K, B, z)
+        k, b = z.shape[:2]
+        if self.decoder.num_groups == 1:
+            decoder_index = torch.zeros(b, dtype=torch.long, device=x.device)
+        elif decoder_index is None:
+            raise ValueError(f"decoder_index (B,) is required: this model has {self.decoder.num_groups} decoders, one per training distribution")
+        logits = self.decoder(z.reshape(k * b, -1), decoder_index.repeat(k)).view(k, b, *self.event_shape)
+        log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
+        return log_px + standard_normal(self.z_dim, z).log_prob(z) - q.log_prob(z)
+
+    def representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
+        return self.posterior(x, context).mean
