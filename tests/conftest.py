@@ -62,6 +62,7 @@ TINY = [
     ("train.batch_size", 20), ("train.max_steps", 6), ("train.validate_every", 3), ("train.checkpoint_every", 2),
     ("train.val_examples", 20), ("train.val_importance_samples", 4), ("train.val_pool_size", 30),
     ("train.context_pool_size", 30),
+    ("evaluation.test_examples", 20), ("evaluation.importance_samples", 4), ("evaluation.pool_size", 40),
     ("probe.train_examples", 100), ("probe.test_examples", 50), ("probe.pool_size", 40), ("probe.max_iter", 50),
 ]
 """Config overrides for tiny runs on the synthetic data."""

@@ -60,3 +60,30 @@ def test_missing_data_gives_clear_error(tmp_path, capsys):
 def test_probe_of_missing_run(tmp_path, capsys):
     assert main(["probe", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_compare_all_models_in_tiny_mode(mnist_root, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["--data-dir", str(mnist_root), "compare", "--out", str(out), "--no-progress", *TINY_SET,
+            "--set", "train.max_steps=3"]
+    assert main(args) == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert set(result["variants"]) == {"metavae", "homoencoder", "neural_statistician", "homoencoder_vampprior", "vae",
+                                       "vae_per_distribution"}
+    for row in result["variants"].values():
+        assert len(row["per_value"]) == 13 and row["test_log_likelihood"] < 0
+    ns = json.loads((out / "neural_statistician" / "summary.json").read_text())["config"]["model"]
+    assert ns["hidden_dim"] == 32 and ns["c_dim"] == 300  # shared sizes carried over, own sizes at defaults
+    assert result["paper_mean_accuracy"]["metavae"] == 0.88
+    assert (out / "compare.png").stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "neural_statistician" in table and "≈0.60" in table
+    # a second call reuses the finished runs
+    mtime = (out / "metavae" / "checkpoints" / "best.pt").stat().st_mtime
+    assert main([*args, "--models", "metavae"]) == 0
+    assert (out / "metavae" / "checkpoints" / "best.pt").stat().st_mtime == mtime
+
+
+def test_compare_rejects_unknown_model(tmp_path, capsys):
+    assert main(["compare", "--models", "metavae,gan", "--out", str(tmp_path)]) == 2
+    assert "unknown model 'gan'" in capsys.readouterr().err

@@ -13,11 +13,10 @@ from pathlib import Path
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import ensure_mnist, fetch_mnist
-from metavae.errors import MetaVAEError
+from metavae.errors import ConfigError, MetaVAEError
+from metavae.evaluation.compare import VARIANTS, format_compare_table, run_comparison
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.evaluation.probe import run_probe
-from metavae.experiment import load_run, resolve_data_root, train
-from metavae.plotting.probe import plot_probe
+from metavae.experiment import probe_run, resolve_data_root, train
 
 log = logging.getLogger("metavae")
 
@@ -52,28 +51,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation IWAE {result.best_val:.2f} "
           f"at step {result.best_step}; run directory {out}")
     return 0
-
-
-def probe_run(run_dir: Path, data_root: Path, overrides: list[str] | None = None) -> dict:
-    config, model, task = load_run(run_dir, data_root)
-    if overrides:
-        raw = config.to_dict()
-        config = load_config(None, [*_flatten(raw), *parse_overrides(overrides)])
-    result = run_probe(config, model, task)
-    (run_dir / "probe.json").write_text(json.dumps(result, indent=2))
-    paper = PAPER_PROBE_ACCURACY.get((config.data.family, config.data.split), {}).get(config.model_name)
-    plot_probe(result, run_dir / "probe.png", paper_mean=paper)
-    return result
-
-
-def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out: list[tuple[str, object]] = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def format_probe_table(result: dict) -> str:
@@ -111,6 +88,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    args.config = args.config or str(demo_config_path())
+    base = _config_from_args(args)
+    variants = args.models.split(",") if args.models else list(VARIANTS)
+    for v in variants:
+        if v not in VARIANTS:
+            raise ConfigError(f"--models: unknown model {v!r}; choose from {', '.join(VARIANTS)}")
+    out = Path(args.out) if args.out else Path("runs") / f"compare_{base.data.family}_{base.data.split}"
+    data_root = resolve_data_root(args.data_dir)
+    ensure_mnist(data_root)
+    result = run_comparison(base, variants, out, data_root, progress=not args.no_progress)
+    print(format_compare_table(result))
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metavae", description="Meta-amortized variational inference (MetaVAE).")
     parser.add_argument("--version", action="version", version=f"metavae {__version__}")
@@ -136,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a probe key, e.g. probe.train_examples=10000")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("compare", help="train and probe every model on one family/split; table + overlaid bar chart")
+    p.add_argument("config", nargs="?", default=None, help="experiment config (default: the CPU demo preset)")
+    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--split", default=None, help="override data.split")
+    p.add_argument("--out", default=None, help="output directory (default runs/compare_<family>_<split>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every model")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")

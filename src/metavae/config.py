@@ -105,6 +105,21 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Test log-likelihood: IWAE with ``importance_samples`` samples on ``test_examples`` test
+    images of each *training* distribution (contexts from the same test images)."""
+
+    test_examples: int = 1000
+    importance_samples: int = 100
+    pool_size: int = 500
+
+    def __post_init__(self) -> None:
+        require(self.test_examples >= 1, "evaluation.test_examples", "must be ≥ 1")
+        require(self.importance_samples >= 1, "evaluation.importance_samples", "must be ≥ 1")
+        require(self.pool_size >= 0, "evaluation.pool_size", "must be ≥ 0")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
@@ -112,6 +127,7 @@ class ExperimentConfig:
     model_name: str = "metavae"
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = to_dict(self)
@@ -175,6 +191,22 @@ def load_config(path: str | Path | None, overrides: list[tuple[str, Any]] = ()) 
     for key, value in overrides:
         _set_dotted(raw, key, value)
     return experiment_from_dict(raw)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dict → dotted ``(key, value)`` pairs (the form of ``--set`` overrides)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def with_overrides(config: ExperimentConfig, overrides: list[tuple[str, Any]]) -> ExperimentConfig:
+    """``config`` with dotted overrides applied (re-validated)."""
+    return load_config(None, [*flatten(config.to_dict()), *overrides])
 
 
 def save_config(config: ExperimentConfig, path: Path) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from metavae.config import ExperimentConfig, experiment_from_dict, save_config
+from metavae.config import ExperimentConfig, experiment_from_dict, parse_overrides, save_config, with_overrides
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.data.mnist import default_data_root
 from metavae.errors import CheckpointError, ConfigError
+from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
+from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
+from metavae.evaluation.probe import run_probe
 from metavae.models import MODELS, LatentVariableModel
+from metavae.plotting.probe import plot_probe
 from metavae.training.checkpoint import load_checkpoint
 from metavae.training.trainer import FitResult, Trainer
 
@@ -65,6 +71,37 @@ def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool
     finally:
         logging.getLogger("metavae").removeHandler(handler)
         handler.close()
+
+
+def probe_run(run_dir: Path, data_root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Probe a run's best checkpoint; writes ``probe.json`` and ``probe.png`` into ``run_dir``."""
+    config, model, task = load_run(run_dir, data_root)
+    if overrides:
+        config = with_overrides(config, parse_overrides(overrides))
+    result = run_probe(config, model, task)
+    (Path(run_dir) / "probe.json").write_text(json.dumps(result, indent=2))
+    paper = PAPER_PROBE_ACCURACY.get((config.data.family, config.data.split), {}).get(config.model_name)
+    plot_probe(result, Path(run_dir) / "probe.png", paper_mean=paper)
+    return result
+
+
+def test_log_likelihood(run_dir: Path, data_root: Path) -> dict[str, Any]:
+    """IWAE log-likelihood of the best checkpoint on the training distributions' test images;
+    writes ``test_loglik.json``."""
+    config, model, task = load_run(run_dir, data_root)
+    ev = config.evaluation
+    batch = task.evaluation_batch("test", torch.arange(len(task.images.test)), ev.test_examples, ev.pool_size)
+    per_dist = per_distribution_log_likelihood(model, batch, task.num_decoders, ev.importance_samples, config.train.seed + 2)
+    result = {
+        "model": config.model_name,
+        "test_log_likelihood": float(per_dist.mean()),
+        "per_distribution": dict(zip(task.distribution_names(), per_dist.tolist())),
+        "settings": {"examples_per_distribution": int(batch.x.shape[0] // task.num_decoders),
+                     "importance_samples": ev.importance_samples, "context_pool_size": ev.pool_size,
+                     "estimator": "IWAE over all latents, proper importance weights"},
+    }
+    (Path(run_dir) / "test_loglik.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def load_run(run_dir: Path, data_root: Path, which: str = "best") -> tuple[ExperimentConfig, LatentVariableModel, ImageFamilyTask]:

@@ -134,10 +134,14 @@ class ImageFamilyTask:
         return make_batch(self.images, "train", self.train_distributions, query, self.train_index,
                           self.config.context_size, pool_size, generator)
 
-    def validation_batch(self, num_examples: int, pool_size: int) -> Batch:
-        """A fixed validation batch (same seed every call): ``num_examples`` per training distribution."""
+    def evaluation_batch(self, part: str, index: Tensor, num_examples: int, pool_size: int) -> Batch:
+        """A fixed batch (same seed every call) of ``num_examples`` images per training distribution,
+        drawn from images ``index`` of ``part``, with contexts from the same images.
+
+        Validation: ``(self.val_part, self.val_index)``; test log-likelihood: ``("test", all)``.
+        """
         gen = torch.Generator().manual_seed(self.seed + 7919)
-        n = min(num_examples, self.val_index.numel())
-        query = self.val_index[sample_without_replacement(self.num_decoders, self.val_index.numel(), n, gen)]
-        return make_batch(self.images, self.val_part, self.train_distributions, query, self.val_index,
+        n = min(num_examples, index.numel())
+        query = index[sample_without_replacement(self.num_decoders, index.numel(), n, gen)]
+        return make_batch(self.images, part, self.train_distributions, query, index,
                           self.config.context_size, pool_size, gen)

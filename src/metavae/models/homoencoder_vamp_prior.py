@@ -4,7 +4,8 @@ AISTATS 2018), as in the MetaVAE paper's baselines.
 p(c) = (1/M) Σ_m q(c | U_m): a uniform mixture of the c-posteriors of M learned pseudo-sets
 U_m, each of ``pseudo_set_size`` pseudo-images with pixels in [0, 1] (a sigmoid of free
 parameters). It is a ``MixtureSameFamily`` of diagonal Gaussians in ``c_dim`` dimensions, so its
-normalising constant is that of a c_dim-dimensional density.
+normalising constant is that of a c_dim-dimensional density (the 2020 code used that of a
+1-dimensional one, ≈275 nats off at c_dim = 300).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Distribution
 
 from metavae.configuration import require
+from metavae.models.distributions import DiagonalNormalMixture
 from metavae.models.homoencoder import VariationalHomoencoder
 from metavae.models.neural_statistician import NeuralStatisticianConfig
 
@@ -51,7 +53,6 @@ class HomoencoderVampPrior(VariationalHomoencoder):
         return torch.sigmoid(self.pseudo_logits)
 
     def prior_c(self, like: Tensor) -> Distribution:
-        """p(c) = (1/M) Σ_m q(c | U_m), a ``MixtureSameFamily`` with batch shape ``()``."""
-        components = self.posterior_c(self.pseudo_sets())  # batch (M,), event (c_dim,)
-        mixing = Categorical(logits=torch.zeros(components.batch_shape, device=like.device))
-        return MixtureSameFamily(mixing, components)
+        """p(c) = (1/M) Σ_m q(c | U_m), a ``MixtureSameFamily`` of diagonal Gaussians, batch shape ``()``."""
+        components = self.posterior_c(self.pseudo_sets()).base_dist  # loc, scale: (M, c_dim)
+        return DiagonalNormalMixture(torch.zeros(components.loc.shape[0], device=like.device), components.loc, components.scale)

@@ -26,7 +26,8 @@ from metavae.config import ExperimentConfig
 from metavae.data.image_task import Batch, ImageFamilyTask
 from metavae.errors import CheckpointError
 from metavae.models.base import LatentVariableModel
-from metavae.objectives import elbo, log_likelihood
+from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
+from metavae.objectives import elbo
 from metavae.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             return {"loss": float(loss.detach())}
-        self.model.eval()
-        cfg = self.train_cfg
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 1)
-            ll = log_likelihood(self.model, batch.x, batch.context, cfg.val_importance_samples,
-                                samples_per_chunk=max(1, 20_000 // max(1, batch.x.shape[0])),
-                                decoder_index=batch.decoder_index)  # (B,)
-        per_dist = torch.zeros(self.task.num_decoders).index_add_(0, batch.decoder_index, ll)
-        per_dist /= torch.bincount(batch.decoder_index, minlength=self.task.num_decoders).clamp_min(1)
+        per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,
+                                                   self.train_cfg.val_importance_samples, self.train_cfg.seed + 1)
         names = self.task.distribution_names()
         return {"val_iwae": float(per_dist.mean()), "val_iwae_per_distribution": dict(zip(names, per_dist.tolist()))}
 
@@ -125,7 +119,8 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         if self._val_batch is None:
-            self._val_batch = self.task.validation_batch(self.train_cfg.val_examples, self.train_cfg.val_pool_size)
+            self._val_batch = self.task.evaluation_batch(self.task.val_part, self.task.val_index,
+                                                         self.train_cfg.val_examples, self.train_cfg.val_pool_size)
         return self.step(self._val_batch, "val")
 
     # ---------------------------------------------------------------- the loop

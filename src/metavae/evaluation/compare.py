@@ -1,0 +1,106 @@
+"""Train every model on one family/split, probe each, and tabulate against the paper.
+
+Each *variant* is a registered model plus option overrides; every variant is trained with the
+same data, schedule and seed, selected by the same validation IWAE, probed the same way and
+scored by the same test IWAE. Results go to ``<out>/<variant>/`` (normal run directories) and
+``<out>/compare.json`` / ``compare.png``. A variant whose run already finished is not retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from metavae.config import ExperimentConfig, experiment_from_dict
+from metavae.errors import ConfigError
+from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
+from metavae.models import MODELS
+from metavae.experiment import probe_run, test_log_likelihood, train
+from metavae.plotting.compare import plot_compare
+
+log = logging.getLogger(__name__)
+
+#: variant name → (registered model, option overrides)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "metavae": ("metavae", {}),
+    "homoencoder": ("homoencoder", {}),
+    "neural_statistician": ("neural_statistician", {}),
+    "homoencoder_vampprior": ("homoencoder_vampprior", {}),
+    "vae": ("vae", {}),
+    "vae_per_distribution": ("vae", {"decoders": "per_distribution"}),
+}
+
+
+def variant_config(base: ExperimentConfig, variant: str) -> ExperimentConfig:
+    """``base`` with the variant's model: the base's model options that this model also has
+    (e.g. ``z_dim``, ``hidden_dim``), then the variant's own options; other sizes at defaults."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown model variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    model, options = VARIANTS[variant]
+    raw = base.to_dict()
+    valid = {f.name for f in dataclasses.fields(MODELS[model].config_class)}
+    shared = {k: v for k, v in raw["model"].items() if k in valid}
+    raw["model"] = {"name": model, **shared, **options}
+    raw["name"] = f"{base.name}_{variant}"
+    return experiment_from_dict(raw)
+
+
+def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_root: Path, progress: bool = True) -> dict[str, Any]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, Any] = {}
+    for variant in variants:
+        config = variant_config(base, variant)
+        run_dir = out / variant
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            if summary.get("config") == config.to_dict():
+                log.info("%s: finished run found in %s, reusing it", variant, run_dir)
+                rows[variant] = summary
+                continue
+        start = time.perf_counter()
+        log.info("%s: training into %s", variant, run_dir)
+        fit = train(config, run_dir, data_root, resume=True, progress=progress)
+        train_seconds = time.perf_counter() - start
+        probe = probe_run(run_dir, data_root)
+        ll = test_log_likelihood(run_dir, data_root)
+        summary = {
+            "model": config.model_name,
+            "mean_accuracy": probe["mean_accuracy"],
+            "per_value": probe["per_value"],
+            "invariance_mean_accuracy": probe["invariance"]["mean_accuracy"],
+            "test_log_likelihood": ll["test_log_likelihood"],
+            "best_val_iwae": fit.best_val,
+            "best_step": fit.best_step,
+            "steps": fit.step,
+            "train_seconds": train_seconds,
+            "config": config.to_dict(),
+        }
+        summary_path.write_text(json.dumps(summary, indent=2))
+        rows[variant] = summary
+    result = {
+        "family": base.data.family,
+        "split": base.data.split,
+        "seed": base.train.seed,
+        "variants": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in rows.items()},
+        "paper_mean_accuracy": PAPER_PROBE_ACCURACY.get((base.data.family, base.data.split), {}),
+    }
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    plot_compare(result, out / "compare.png")
+    return result
+
+
+def format_compare_table(result: dict[str, Any]) -> str:
+    paper = result["paper_mean_accuracy"]
+    lines = [f"{result['family']} / {result['split']} (seed {result['seed']})",
+             f"{'model':>22}  {'probe acc':>9}  {'paper':>6}  {'ref-clf acc':>11}  {'test IWAE':>10}"]
+    for name, row in result["variants"].items():
+        ref = paper.get(row["model"]) if name == row["model"] else None
+        lines.append(f"{name:>22}  {row['mean_accuracy']:>9.4f}  {('≈%.2f' % ref) if ref else '—':>6}  "
+                     f"{row['invariance_mean_accuracy']:>11.4f}  {row['test_log_likelihood']:>10.2f}")
+    return "\n".join(lines)
