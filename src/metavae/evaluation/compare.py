@@ -45,7 +45,7 @@ def variant_config(base: ExperimentConfig, variant: str) -> ExperimentConfig:
     valid = {f.name for f in dataclasses.fields(MODELS[model].config_class)}
     shared = {k: v for k, v in raw["model"].items() if k in valid}
     raw["model"] = {"name": model, **shared, **options}
-    raw["name"] = f"{base.name}_{variant}"
+    raw["name"] = f"{base.name}_{base.data.family}_{base.data.split}_{variant}"
     return experiment_from_dict(raw)
 
 
