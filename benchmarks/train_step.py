@@ -26,7 +26,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from metavae.config import load_config
-from metavae.experiment import build_model, build_task
+from metavae.errors import MetaVAEError
+from metavae.experiment import build_model, build_task, resolve_data_root
 from metavae.objectives import elbo
 from metavae.training.trainer import Trainer
 
@@ -84,10 +85,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loss-batches", type=int, default=60)
     parser.add_argument("--pool", type=int, default=100)
-    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--data-dir", default=None, help="data root (default $METAVAE_DATA or ./data)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    data_dir = Path(args.data_dir)
+    data_dir = resolve_data_root(args.data_dir)
     fast, slow = make_trainer(args.pool, data_dir), make_trainer(0, data_dir)
     slow.model.load_state_dict(fast.model.state_dict())
     for t in (fast, slow):  # warm-up (allocations, caches)
@@ -132,4 +133,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MetaVAEError as exc:
+        raise SystemExit(f"train_step.py: error: {exc}") from None

@@ -14,7 +14,7 @@ from metavae.experiment import train
 from metavae.models import MODELS, HomoencoderVampPrior, NeuralStatistician, VariationalHomoencoder
 from metavae.models.base import bernoulli_grey_levels, diagonal_gaussian, standard_normal
 from metavae.models.distributions import DiagonalNormalMixture
-from metavae.objectives import elbo, iwae
+from metavae.objectives import elbo, iwae, log_likelihood
 
 EVENT = (1, 4, 4)
 SIZES = {"hidden_dim": 12, "summary_dim": 6, "summary_hidden": [10], "z_dim": 2, "c_dim": 3,
@@ -57,13 +57,15 @@ def test_vae_and_metavae_elbo_equals_analytic_value_when_decoder_ignores_z():
         torch.testing.assert_close(mc, analytic, atol=0.02, rtol=0)
 
 
-@pytest.mark.parametrize("cls, weight", [(NeuralStatistician, lambda n: 1 / (n + 1)), (VariationalHomoencoder, lambda n: 1 / n)])
+@pytest.mark.parametrize("cls, weight", [(NeuralStatistician, lambda n: 1 / (n + 1)), (VariationalHomoencoder, lambda n: 1 / n),
+                                         (HomoencoderVampPrior, lambda n: 1 / n)])
 @torch.no_grad()
-def test_ns_and_vhe_elbo_equals_analytic_value(cls, weight):
+def test_ns_vhe_vampprior_elbo_equals_analytic_value(cls, weight):
     """Make p(z|c), q(z|x,c) and p(x|z,c) ignore the latents' randomness where needed, then
     E[log w] = log p(x) − KL(q(z|x)‖p(z)) − w·KL(q(c|S)‖p(c)), with w = 1 (marginal) or the
-    model's set weight (training): 1/(N+1) for NS (S = D ∪ {x}), 1/|D| for the VHE."""
-    model = _build(next(k for k, v in MODELS.items() if v is cls))
+    model's set weight (training): 1/(N+1) for NS (S = D ∪ {x}), 1/|D| for the VHE. For the
+    VampPrior with one pseudo-set, p(c) = q(c | U_1) is Gaussian, so its KL is analytic too."""
+    model = _build(next(k for k, v in MODELS.items() if v is cls), num_pseudo_sets=1)
     x, ctx, _ = _data(n=5)
     _last_linear(model.decoder).weight.zero_()  # p(x|z,c) constant
     _last_linear(model.prior_z).weight.zero_()  # p(z|c) constant
@@ -76,7 +78,8 @@ def test_ns_and_vhe_elbo_equals_analytic_value(cls, weight):
     q_z, p_z = model.posterior_z(x, c0), diagonal_gaussian(model.prior_z(c0))
     logits = _last_linear(model.decoder).bias.view(*EVENT).expand(3, *EVENT)
     log_px = bernoulli_grey_levels(logits, 3).log_prob(x)
-    kl_c = kl_divergence(q_c, standard_normal(3, x))
+    p_c = model.posterior_c(model.pseudo_sets()) if cls is HomoencoderVampPrior else standard_normal(3, x)
+    kl_c = kl_divergence(q_c, p_c)
     for objective, w in (("marginal", 1.0), ("training", weight(5))):
         torch.manual_seed(0)
         mc = elbo(model.log_weights(x, ctx, 200_000, objective=objective))
@@ -86,17 +89,21 @@ def test_ns_and_vhe_elbo_equals_analytic_value(cls, weight):
 
 @torch.no_grad()
 def test_vhe_scales_the_kl_of_c_by_one_over_context_size():
+    """training log-weight = log p(x|z,c) − KL(q(z|x,c)‖p(z|c)) − (1/|D|)·KL(q(c|D)‖p(c)), on the same draws."""
     model = _build("homoencoder")
     x, ctx, _ = _data(n=4)
     torch.manual_seed(3)
-    marginal = model.log_weights(x, ctx, 7, objective="marginal")
-    torch.manual_seed(3)
     training = model.log_weights(x, ctx, 7, objective="training")
-    torch.manual_seed(3)
+    torch.manual_seed(3)  # replay the draws: c first, then z
     q_c = model.posterior_c(ctx)
-    c = q_c.rsample((7,))  # the first draw of log_weights
-    c_term = standard_normal(3, x).log_prob(c) - q_c.log_prob(c)
-    torch.testing.assert_close(marginal - training, (1 - 1 / 4) * c_term)
+    c = q_c.rsample((7,))
+    q_z = model.posterior_z(x, c)
+    z = q_z.rsample()
+    logits = model.decoder(torch.cat([z, c], -1)).view(7, 3, *EVENT)
+    expected = (bernoulli_grey_levels(logits, 3).log_prob(x) - kl_divergence(q_z, diagonal_gaussian(model.prior_z(c)))
+                - kl_divergence(q_c, standard_normal(3, x)) / 4)
+    torch.testing.assert_close(training, expected)
+    assert model.c_term_weight(4, "training") == 1 / 4 and model.c_term_weight(4, "marginal") == 1.0
 
 
 @torch.no_grad()
@@ -130,9 +137,12 @@ def test_iwae_above_elbo_in_expectation_for_every_model(name):
     model = _build(name).eval()
     x, ctx, idx = _data()
     torch.manual_seed(0)
-    with torch.no_grad():
-        lw = model.log_weights(x, ctx, 20 * 400, decoder_index=idx).view(400, 20, 3)
-    assert (iwae(lw.transpose(0, 1)).mean(0) > elbo(lw.reshape(-1, 3)) + 1e-3).all()
+    with torch.no_grad():  # independent draws for the two estimators
+        iwae_draws = iwae(model.log_weights(x, ctx, 20 * 400, decoder_index=idx).view(20, 400, 3))  # (400, 3)
+        elbo_draws = model.log_weights(x, ctx, 8000, decoder_index=idx)  # (8000, 3)
+    gap = iwae_draws.mean(0) - elbo_draws.mean(0)
+    stderr = (iwae_draws.var(0) / 400 + elbo_draws.var(0) / 8000).sqrt()
+    assert (gap > 3 * stderr).all()
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -159,3 +169,44 @@ def test_model_selection_picks_highest_validation_iwae_for_every_model(variant, 
     ckpt = torch.load(tmp_path / variant / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["step"] == best["step"] and ckpt["best"]["val_iwae"] == best["val_iwae"]
     assert all(math.isfinite(r["val_iwae"]) and r["val_iwae"] < 0 for r in records)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@torch.no_grad()
+def test_iwae_converges_to_exact_log_likelihood_for_every_model(name):
+    """With a decoder that ignores its latents, log p(x) = log p(x | bias) exactly, whatever the
+    priors and proposals: the marginal log-weights must integrate the latents out."""
+    model = _build(name, decoders="per_distribution").eval()
+    x, ctx, idx = _data()
+    if hasattr(model.decoder, "weights"):  # grouped decoders
+        model.decoder.weights[-1].zero_()
+        groups = idx if model.decoder.num_groups > 1 else torch.zeros_like(idx)
+        logits = model.decoder.biases[-1][groups, 0].view(3, *EVENT)
+    else:
+        _last_linear(model.decoder).weight.zero_()
+        logits = _last_linear(model.decoder).bias.view(*EVENT).expand(3, *EVENT)
+    exact = bernoulli_grey_levels(logits, 3).log_prob(x)
+    torch.manual_seed(0)
+    estimate = log_likelihood(model, x, ctx, 200_000, samples_per_chunk=50_000, decoder_index=idx)
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0)
+    torch.manual_seed(0)
+    assert (elbo(model.log_weights(x, ctx, 2000, decoder_index=idx)) < exact).all()  # the ELBO gap is real
+
+
+@pytest.mark.parametrize("name", ["metavae", "vae"])
+@torch.no_grad()
+def test_representation_is_the_posterior_mean(name):
+    model = _build(name).eval()
+    x, ctx, _ = _data()
+    torch.testing.assert_close(model.representation(x, ctx), model.posterior(x, ctx).base_dist.loc)
+
+
+def test_mixture_log_density_is_accurate_in_float32_with_small_scales():
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(50, 300, generator=g)
+    scale = torch.full((50, 300), 0.003)
+    c = loc[7] + 0.003 * torch.randn(4, 300, generator=g)
+    mix = DiagonalNormalMixture(torch.zeros(50), loc, scale)
+    direct = torch.logsumexp(Normal(loc.double(), scale.double()).log_prob(c.double().unsqueeze(-2)).sum(-1), -1) - math.log(50)
+    assert mix.log_prob(c).dtype == torch.float32
+    torch.testing.assert_close(mix.log_prob(c).double(), direct, atol=1e-2, rtol=1e-6)

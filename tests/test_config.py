@@ -45,6 +45,11 @@ def test_unknown_key_is_a_clear_error(tmp_path):
         (("model.name", "gan"), r"config key 'model.name': unknown model 'gan'"),
         (("model.z_dim", 0), r"config key 'model.z_dim': must be positive"),
         (("train.batch_size", 2.5), r"config key 'train.batch_size': expected int"),
+        (("probe.pool_size", 5), r"config key 'probe.pool_size': a context pool must hold at least data.context_size = 10"),
+        (("train.val_pool_size", 3), r"config key 'train.val_pool_size': a context pool must hold"),
+        (("train.num_threads", -1), r"config key 'train.num_threads': must be ≥ 1"),
+        (("probe.reference", 45.0), r"config key 'probe.reference': 45.0 is not a rotate value"),
+        (("probe.max_iter", 0), r"config key 'probe.max_iter': must be ≥ 1"),
     ],
 )
 def test_bad_values_are_clear_errors(override, message):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from metavae.configuration import from_dict, require, to_dict
-from metavae.data.families import FAMILIES, canonical_split
+from metavae.data.families import FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
 from metavae.models import MODELS
 
@@ -78,6 +78,7 @@ class TrainConfig:
         require(self.val_examples >= 1, "train.val_examples", "must be ≥ 1")
         require(self.val_importance_samples >= 1, "train.val_importance_samples", "must be ≥ 1")
         require(self.val_pool_size >= 0, "train.val_pool_size", "must be ≥ 0")
+        require(self.num_threads is None or self.num_threads >= 1, "train.num_threads", "must be ≥ 1 or null (torch's default)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class ProbeConfig:
         require(self.test_examples is None or self.test_examples >= 1, "probe.test_examples", "must be ≥ 1 or null")
         require(self.pool_size >= 0, "probe.pool_size", "must be ≥ 0")
         require(self.C > 0, "probe.C", "must be positive")
+        require(self.max_iter >= 1, "probe.max_iter", "must be ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,25 @@ class ExperimentConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
+    def __post_init__(self) -> None:
+        n = self.data.context_size
+        for key, pool in (("train.context_pool_size", self.train.context_pool_size), ("train.val_pool_size", self.train.val_pool_size),
+                          ("evaluation.pool_size", self.evaluation.pool_size), ("probe.pool_size", self.probe.pool_size)):
+            require(pool == 0 or pool >= n, key, f"a context pool must hold at least data.context_size = {n} images "
+                    f"(got {pool}); 0 means per-example contexts")
+        if self.probe.reference is not None:
+            grid = GRIDS[self.data.family]
+            require(self.probe.reference in grid, "probe.reference", f"{self.probe.reference} is not a {self.data.family} value {list(grid)}")
+
     def to_dict(self) -> dict[str, Any]:
         out = to_dict(self)
         out["model"] = {"name": out.pop("model_name"), **out["model"]}
         return out
+
+    def training_dict(self) -> dict[str, Any]:
+        """The sections that determine training (data, model, train): what resume must match."""
+        full = self.to_dict()
+        return {k: full[k] for k in ("data", "model", "train")}
 
 
 def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from metavae.config import ExperimentConfig, experiment_from_dict, parse_overrides, save_config, with_overrides
+from metavae.config import ExperimentConfig, experiment_from_dict, load_config, parse_overrides, save_config, with_overrides
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.data.mnist import default_data_root
 from metavae.errors import CheckpointError, ConfigError
@@ -56,10 +56,9 @@ def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool
         torch.set_num_threads(config.train.num_threads)
     saved = run_dir / "config.yaml"
     if resume and saved.exists():
-        import yaml
-
-        if yaml.safe_load(saved.read_text()) != config.to_dict():
-            raise ConfigError(f"{saved} differs from the config given: resume with the same config, or use a new --out")
+        if load_config(saved).training_dict() != config.training_dict():
+            raise ConfigError(f"{saved} differs from the config given in its data, model or train section: resume "
+                              "with the same config, or use a new --out")
     save_config(config, saved)
     task = build_task(config, data_root)
     model = build_model(config, task)
@@ -85,7 +84,17 @@ def probe_run(run_dir: Path, data_root: Path, overrides: list[str] | None = None
     return result
 
 
-def test_log_likelihood(run_dir: Path, data_root: Path) -> dict[str, Any]:
+#: what the IWAE estimates, per model: D enters only through the proposal, never the model.
+ESTIMANDS = {
+    "metavae": "log p_θi(x): the marginal under the decoder of x's own training distribution i",
+    "vae": "log p(x) under the shared decoder, or log p_θi(x) with decoders: per_distribution",
+    "neural_statistician": "log p(x) = log ∫∫ p(c) p(z|c) p(x|z,c): unconditional, one shared decoder",
+    "homoencoder": "log p(x) = log ∫∫ p(c) p(z|c) p(x|z,c): unconditional, one shared decoder",
+    "homoencoder_vampprior": "log p(x) with the VampPrior p(c): unconditional, one shared decoder",
+}
+
+
+def measure_test_log_likelihood(run_dir: Path, data_root: Path) -> dict[str, Any]:
     """IWAE log-likelihood of the best checkpoint on the training distributions' test images;
     writes ``test_loglik.json``."""
     config, model, task = load_run(run_dir, data_root)
@@ -98,7 +107,9 @@ def test_log_likelihood(run_dir: Path, data_root: Path) -> dict[str, Any]:
         "per_distribution": dict(zip(task.distribution_names(), per_dist.tolist())),
         "settings": {"examples_per_distribution": int(batch.x.shape[0] // task.num_decoders),
                      "importance_samples": ev.importance_samples, "context_pool_size": ev.pool_size,
-                     "estimator": "IWAE over all latents, proper importance weights"},
+                     "estimator": "IWAE over all latents, proper importance weights",
+                     "estimand": ESTIMANDS.get(config.model_name, "log p(x)"),
+                     "test_part_also_used_for_model_selection": config.data.validation == "test"},
     }
     (Path(run_dir) / "test_loglik.json").write_text(json.dumps(result, indent=2))
     return result

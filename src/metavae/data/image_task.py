@@ -49,6 +49,9 @@ def make_batch(
         pool_size: P > 0 → a pool of P candidates per distribution, each example's context a
             uniform N-subset of it; 0 → disjoint per-example contexts (B·N distinct candidates).
         decoder_index: ``(G,)`` decoder of each distribution (default ``arange(G)``).
+
+    Contexts are drawn independently of the queries, so a query can (rarely: with probability
+    about ``set_size / n_c`` per example) appear in its own context set.
     """
     g, b = query.shape
     rows = pool_rows(pool_size, b, set_size)

@@ -39,7 +39,11 @@ FILES: dict[str, tuple[str, int]] = {
     "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 }
 
-FIX_HINT = "run `metavae data mnist --root {root}` (or set METAVAE_DATA / --data-dir to where MNIST/raw lives)"
+FIX_HINTS = {
+    "MNIST": "run `metavae data mnist --root {root}` (or set METAVAE_DATA / --data-dir to where MNIST/raw lives)",
+    "FashionMNIST": "copy the four Fashion-MNIST idx files (.gz is fine; Debian's dataset-fashion-mnist package installs "
+                    "them in /usr/share/datasets/fashion-mnist) into {root}/FashionMNIST/raw",
+}
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _read_bytes(raw: Path, stem: str) -> tuple[bytes, Path]:
+def _read_bytes(raw: Path, stem: str, fix: str = "replace it") -> tuple[bytes, Path]:
     for path in (raw / stem, raw / f"{stem}.gz"):
         if path.exists():
             try:
@@ -90,7 +94,7 @@ def _read_bytes(raw: Path, stem: str) -> tuple[bytes, Path]:
                 if path.suffix == ".gz":
                     data = gzip.decompress(data)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise DataError(f"{path}: cannot be read ({exc})") from exc
+                raise DataError(f"{path}: cannot be read ({exc}): delete it and {fix}") from exc
             return data, path
     raise FileNotFoundError(stem)
 
@@ -104,7 +108,7 @@ def read_idx_file(raw: Path, stem: str, expected: tuple[str, int] | None, fix: s
     message that they are not the official data.
     """
     try:
-        data, path = _read_bytes(raw, stem)
+        data, path = _read_bytes(raw, stem, fix)
     except FileNotFoundError:
         raise DataError(f"missing data file {raw / stem} (or .gz): {fix}") from None
     try:
@@ -131,7 +135,7 @@ def load_split(
     """
     raw = raw_dir(root, dataset)
     prefix = "train" if train else "t10k"
-    fix = FIX_HINT.format(root=root)
+    fix = FIX_HINTS.get(dataset, FIX_HINTS["MNIST"]).format(root=root)
     checks = FILES if (verify and dataset == "MNIST") else {}
     images = read_idx_file(raw, f"{prefix}-images-idx3-ubyte", checks.get(f"{prefix}-images-idx3-ubyte"), fix)
     labels = read_idx_file(raw, f"{prefix}-labels-idx1-ubyte", checks.get(f"{prefix}-labels-idx1-ubyte"), fix)

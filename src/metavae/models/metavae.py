@@ -58,14 +58,16 @@ class MetaVAE(VAE):
         inference_net: r, ``(B, x_features + summary_dim)`` → ``(B, 2·z_dim)`` (loc, log-variance).
         decoder: grouped decoders, ``(M, z_dim)`` and group ``(M,)`` → logits ``(M, prod(event))``.
         event_shape: shape of one data point, e.g. ``(1, 28, 28)``.
+        x_encoder: features of x (default ``nn.Flatten()``).
 
     ``log_weights`` (inherited) gives ``log p_θi(x|z) + log p(z) − log q(z|D, x)``.
     """
 
     config_class = MetaVAEConfig
 
-    def __init__(self, summary: SetEncoder, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...]) -> None:
-        super().__init__(inference_net, decoder, event_shape)
+    def __init__(self, summary: SetEncoder, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...],
+                 x_encoder: nn.Module | None = None) -> None:
+        super().__init__(inference_net, decoder, event_shape, x_encoder)
         self.summary = summary
 
     @classmethod
@@ -83,5 +85,5 @@ class MetaVAE(VAE):
         """q(z | D, x): ``Independent(Normal(loc, scale), 1)`` with batch shape ``(B,)``."""
         if context is None:
             raise ValueError("MetaVAE needs a context set (B, N, *event) drawn from the query's distribution")
-        features = torch.cat([x.flatten(1), self.summary(context)], dim=-1)  # (B, x_dim + S)
+        features = torch.cat([self.x_encoder(x), self.summary(context)], dim=-1)  # (B, x_features + S)
         return diagonal_gaussian(self.inference_net(features))

@@ -41,7 +41,10 @@ def log_likelihood(
     samples_per_chunk: int | None = None,
     **kwargs: Any,
 ) -> Tensor:
-    """IWAE estimate of ``log p(x | D)`` with ``num_importance_samples`` samples, ``(B,)``.
+    """IWAE estimate of the model's ``log p(x)`` with ``num_importance_samples`` samples, ``(B,)``.
+
+    The context set enters only through the proposal q, so it changes the estimate's variance,
+    never the quantity estimated.
 
     Samples are drawn ``samples_per_chunk`` at a time (to bound memory) and combined exactly:
     ``logsumexp`` over all chunks' log-weights. The context size is a property of ``context``

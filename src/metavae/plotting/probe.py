@@ -23,7 +23,7 @@ def plot_probe(result: dict[str, Any], path: Path, paper_mean: float | None = No
     ax.bar(pos + 0.2, ref, width=0.4, color="0.65",
            label=f"classifier from {result['family']}={result['invariance']['reference']:g} (mean {ref.mean():.3f})")
     if paper_mean is not None:
-        ax.axhline(paper_mean, color="tab:red", ls="--", lw=1, label=f"paper MetaVAE mean ≈ {paper_mean:.2f}")
+        ax.axhline(paper_mean, color="tab:red", ls="--", lw=1, label=f"paper {result['model']} mean ≈ {paper_mean:.2f}")
     ax.set_xticks(pos, keys, rotation=45)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"held-out {result['family']} value")

@@ -3,7 +3,7 @@
 The loop knows nothing of particular models: a model contributes ``log_weights`` and the task
 contributes batches. Training and validation share :meth:`Trainer.step`, keyed by stage.
 
-Model selection: the validation metric is the IWAE estimate of ``log p(x | D)`` (higher is
+Model selection: the validation metric is the IWAE estimate of the model's ``log p(x)`` (higher is
 better), averaged over the examples of each training distribution and then over
 distributions. Resume is exact: the checkpoint holds model, optimizer, the data generator's
 and torch's RNG states and the step; validation runs under a forked, fixed-seed RNG so it
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metavae.config import ExperimentConfig
+from metavae.config import ExperimentConfig, experiment_from_dict
 from metavae.data.image_task import Batch, ImageFamilyTask
 from metavae.errors import CheckpointError
 from metavae.models.base import LatentVariableModel
@@ -100,7 +100,7 @@ class Trainer:
     def _resume(self) -> None:
         path = self.ckpt_dir / "last.pt"
         payload = load_checkpoint(path)
-        if payload["config"] != self.config.to_dict():
+        if experiment_from_dict(payload["config"]).training_dict() != self.config.training_dict():
             raise CheckpointError(
                 f"{path} was written with a different config; resume with the run's own config.yaml "
                 f"or start a new --out directory"
@@ -129,8 +129,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (self.ckpt_dir / "last.pt").exists():
             self._resume()
-        elif self.metrics_path.exists():
-            self.metrics_path.unlink()
+        else:  # a fresh start: nothing of an earlier run in this directory may be resumed or selected
+            self.metrics_path.unlink(missing_ok=True)
+            for old in ("last.pt", "best.pt"):
+                (self.ckpt_dir / old).unlink(missing_ok=True)
         per_epoch = self.task.batches_per_epoch(cfg.batch_size)
         total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
         validate_every = cfg.validate_every or per_epoch
