@@ -146,3 +146,14 @@ def test_metavae_log_weights_match_hand_computation():
     log_pz = (-0.5 * z**2 - 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1)
     log_q = (-0.5 * ((z - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1)
     torch.testing.assert_close(log_w, log_px + log_pz - log_q, atol=1e-4, rtol=1e-5)
+
+
+def test_diagonal_gaussian_scale_is_exp_half_logvar():
+    """(loc, log σ²) → scale σ = exp(½ log σ²), not ½·exp(log σ²) (a 2020 mistake)."""
+    from metavae.models.base import diagonal_gaussian
+
+    params = torch.tensor([[1.0, -2.0, torch.log(torch.tensor(4.0)), torch.log(torch.tensor(0.25))]])
+    q = diagonal_gaussian(params)
+    torch.testing.assert_close(q.base_dist.loc, torch.tensor([[1.0, -2.0]]))
+    torch.testing.assert_close(q.base_dist.scale, torch.tensor([[2.0, 0.5]]))
+    torch.testing.assert_close(q.variance, torch.tensor([[4.0, 0.25]]))

@@ -62,7 +62,10 @@ def test_checkpoint_contents_and_best_is_highest_validation_iwae(mnist_root, tmp
     best = max(records, key=lambda r: r["val_iwae"])  # higher log-likelihood is better
     assert last["best"] == {"val_iwae": best["val_iwae"], "step": best["step"]}
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["step"] == best["step"]
-    assert all(len(r["val_iwae_per_distribution"]) == 5 for r in records)
+    assert all(len(r["val_iwae_per_distribution"]) == 5 for r in records)  # every distribution, not the last one
+    for r in records:
+        per = list(r["val_iwae_per_distribution"].values())
+        assert abs(r["val_iwae"] - sum(per) / len(per)) < 1e-4 and len(set(per)) == 5
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))  # atomic writes leave no temporaries
 
 
