@@ -75,7 +75,7 @@ def test_compare_all_models_in_tiny_mode(mnist_root, tmp_path, capsys):
     ns = json.loads((out / "neural_statistician" / "summary.json").read_text())["config"]["model"]
     assert ns["hidden_dim"] == 32 and ns["c_dim"] == 300  # shared sizes carried over, own sizes at defaults
     assert result["paper_mean_accuracy"]["metavae"] == 0.88
-    assert (out / "compare.png").stat().st_size > 1000
+    assert (out / "compare.png").stat().st_size > 1000 and (out / "compare_grouped.png").stat().st_size > 1000
     table = capsys.readouterr().out
     assert "neural_statistician" in table and "≈0.60" in table
     # a second call reuses the finished runs

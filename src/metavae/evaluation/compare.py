@@ -3,7 +3,7 @@
 Each *variant* is a registered model plus option overrides; every variant is trained with the
 same data, schedule and seed, selected by the same validation IWAE, probed the same way and
 scored by the same test IWAE. Results go to ``<out>/<variant>/`` (normal run directories) and
-``<out>/compare.json`` / ``compare.png``. A variant whose run already finished is not retrained.
+``<out>/compare.json``, ``compare.png`` (overlaid, as the paper) and ``compare_grouped.png``. A variant whose run already finished is not retrained.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_
         "paper_mean_accuracy": PAPER_PROBE_ACCURACY.get((base.data.family, base.data.split), {}),
     }
     (out / "compare.json").write_text(json.dumps(result, indent=2))
-    plot_compare(result, out / "compare.png")
+    plot_compare(result, out / "compare.png")  # the paper's overlaid style
+    plot_compare(result, out / "compare_grouped.png", style="grouped")
     return result
 
 
