@@ -18,8 +18,8 @@ from typing import Any
 from metavae.config import ExperimentConfig, experiment_from_dict
 from metavae.errors import ConfigError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.models import MODELS
 from metavae.experiment import measure_test_log_likelihood, probe_run, train
+from metavae.models import MODELS
 from metavae.plotting.compare import plot_compare
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from metavae.config import ExperimentConfig, experiment_from_dict
 from metavae.data.image_task import Batch, ImageFamilyTask
 from metavae.errors import CheckpointError
-from metavae.models.base import LatentVariableModel
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
+from metavae.models.base import LatentVariableModel
 from metavae.objectives import elbo
 from metavae.training.checkpoint import load_checkpoint, save_checkpoint
 
