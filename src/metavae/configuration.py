@@ -114,3 +114,11 @@ def require(condition: bool, key: str, message: str) -> None:
     """Raise ``ConfigError("config key 'key': message")`` unless ``condition``."""
     if not condition:
         raise ConfigError(f"config key '{key}': {message}")
+
+
+def require_positive(config: Any, section: str, *names: str) -> None:
+    """Every named field of ``config`` is a positive number, or every entry of a tuple field is."""
+    for name in names:
+        value = getattr(config, name)
+        ok = all(v > 0 for v in value) if isinstance(value, tuple) else value > 0
+        require(ok, f"{section}.{name}", f"must be positive, got {value}")

@@ -31,7 +31,6 @@ from torch import Tensor
 from metavae.config import ExperimentConfig
 from metavae.data.families import GRIDS, IDENTITY, TransformedImages
 from metavae.data.image_task import ImageFamilyTask, make_batch
-from metavae.errors import ConfigError
 from metavae.models.base import LatentVariableModel
 
 log = logging.getLogger(__name__)
@@ -78,9 +77,7 @@ def run_probe(config: ExperimentConfig, model: LatentVariableModel, task: ImageF
     start = time.perf_counter()
     images = task.images
     grid = GRIDS[config.data.family]
-    reference = IDENTITY[config.data.family] if pc.reference is None else pc.reference
-    if reference not in grid:
-        raise ConfigError(f"config key 'probe.reference': {reference} is not a {config.data.family} grid value {grid}")
+    reference = IDENTITY[config.data.family] if pc.reference is None else pc.reference  # validated with the config
     gen = torch.Generator().manual_seed(pc.seed)
     n_train, n_test = len(images.train), len(images.test)
     train_index = torch.randperm(n_train, generator=gen)[: pc.train_examples or n_train].sort().values

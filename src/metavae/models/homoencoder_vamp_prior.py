@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from metavae.configuration import require
+from metavae.configuration import require_positive
 from metavae.models.distributions import DiagonalNormalMixture
 from metavae.models.homoencoder import VariationalHomoencoder
 from metavae.models.neural_statistician import NeuralStatisticianConfig
@@ -32,8 +32,7 @@ class HomoencoderVampPriorConfig(NeuralStatisticianConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.num_pseudo_sets >= 1, "model.num_pseudo_sets", "must be ≥ 1")
-        require(self.pseudo_set_size >= 1, "model.pseudo_set_size", "must be ≥ 1")
+        require_positive(self, "model", "num_pseudo_sets", "pseudo_set_size")
 
 
 class HomoencoderVampPrior(VariationalHomoencoder):

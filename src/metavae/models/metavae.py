@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from metavae.configuration import require
+from metavae.configuration import require_positive
 from metavae.data.context import Context
 from metavae.models.base import diagonal_gaussian
 from metavae.models.vae import VAE
@@ -44,10 +44,7 @@ class MetaVAEConfig:
     pooling: Literal["mean", "max", "sum"] = "mean"
 
     def __post_init__(self) -> None:
-        require(self.z_dim > 0, "model.z_dim", f"must be positive, got {self.z_dim}")
-        require(self.hidden_dim > 0, "model.hidden_dim", f"must be positive, got {self.hidden_dim}")
-        require(self.summary_dim > 0, "model.summary_dim", f"must be positive, got {self.summary_dim}")
-        require(all(h > 0 for h in self.summary_hidden), "model.summary_hidden", "widths must be positive")
+        require_positive(self, "model", "z_dim", "hidden_dim", "summary_dim", "summary_hidden")
 
 
 class MetaVAE(VAE):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from metavae.configuration import require
+from metavae.configuration import require_positive
 from metavae.data.context import Context, as_context
 from metavae.models.base import (
     LatentVariableModel,
@@ -52,9 +52,7 @@ class NeuralStatisticianConfig:
     pooling: Literal["mean", "max", "sum"] = "mean"
 
     def __post_init__(self) -> None:
-        for key in ("z_dim", "c_dim", "hidden_dim", "summary_dim"):
-            require(getattr(self, key) > 0, f"model.{key}", f"must be positive, got {getattr(self, key)}")
-        require(all(h > 0 for h in self.summary_hidden), "model.summary_hidden", "widths must be positive")
+        require_positive(self, "model", "z_dim", "c_dim", "hidden_dim", "summary_dim", "summary_hidden")
 
 
 class NeuralStatistician(LatentVariableModel):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from metavae.configuration import require
+from metavae.configuration import require_positive
 from metavae.data.context import Context
 from metavae.models.base import (
     LatentVariableModel,
@@ -39,8 +39,7 @@ class VAEConfig:
     decoders: Literal["shared", "per_distribution"] = "shared"
 
     def __post_init__(self) -> None:
-        require(self.z_dim > 0, "model.z_dim", f"must be positive, got {self.z_dim}")
-        require(self.hidden_dim > 0, "model.hidden_dim", f"must be positive, got {self.hidden_dim}")
+        require_positive(self, "model", "z_dim", "hidden_dim")
 
 
 class VAE(LatentVariableModel):

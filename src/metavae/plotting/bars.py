@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 
@@ -18,16 +19,18 @@ def value_axes(keys: list[str]) -> tuple[plt.Figure, Axes, np.ndarray]:
     return fig, ax, np.arange(len(keys))
 
 
-def finish(fig: plt.Figure, ax: Axes, keys: list[str], family: str, title: str, path: Path) -> Path:
-    """Ticks, [0, 1] accuracy axis, labels, legend outside the bars; save as PNG and close."""
+def finish(fig: plt.Figure, ax: Axes, keys: list[str], family: str, title: str, path: Path,
+           handles: list[Artist] | None = None) -> Path:
+    """Ticks, [0, 1] accuracy axis, labels, legend (``handles``, or the labelled artists) outside
+    the bars; save as PNG and close."""
     ax.set_xticks(np.arange(len(keys)), keys, rotation=45)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"held-out {family} value")
     ax.set_ylabel("probe test accuracy")
     ax.set_title(title)
-    handles, labels = ax.get_legend_handles_labels()
-    legend = ax.get_legend()
-    ax.legend(handles=legend.legend_handles if legend else handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

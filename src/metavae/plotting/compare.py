@@ -37,5 +37,4 @@ def plot_compare(result: dict[str, Any], path: Path, style: str = "overlaid") ->
         for i in range(len(names)):
             ax.bar(pos - 0.4 + (i + 0.5) * width, acc[i], width=width, color=colours[i])
     handles = [Patch(color=colours[i], label=f"{n} (mean {acc[i].mean():.3f})") for i, n in enumerate(names)]
-    ax.legend(handles=handles)
-    return finish(fig, ax, keys, result["family"], f"{result['family']} / {result['split']}", path)
+    return finish(fig, ax, keys, result["family"], f"{result['family']} / {result['split']}", path, handles)
