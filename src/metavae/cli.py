@@ -1,4 +1,9 @@
-"""Command line: ``metavae data|train|probe|demo``. Parses into configs and calls the library."""
+"""Command line: ``metavae data|train|probe|demo|compare``. Parses into configs and calls the library.
+
+Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
+diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
+traceback is printed with ``--debug``); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
@@ -16,6 +23,7 @@ from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation.compare import VARIANTS, format_compare_table, run_comparison
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiment import probe_run, resolve_data_root, train
+from metavae.files import describe_os_error
 
 log = logging.getLogger("metavae")
 
@@ -46,7 +54,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out) if args.out else _default_out(config)
-    result = train(config, out, resolve_data_root(args.data_dir), resume=args.resume, progress=not args.no_progress)
+    result = train(config, out, resolve_data_root(args.data_dir), resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
     print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation IWAE {result.best_val:.2f} "
           f"at step {result.best_step}; run directory {out}")
     return 0
@@ -78,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(demo_config_path(), parse_overrides(args.set or []))
     out = Path(args.out)
     print(f"[demo] training MetaVAE on {config.data.family}/{config.data.split} (CPU preset) into {out}")
-    fit = train(config, out, data_root, resume=True, progress=not args.no_progress)
+    fit = train(config, out, data_root, resume=not args.overwrite, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"[demo] {fit.step} steps; best validation IWAE {fit.best_val:.2f} (step {fit.best_step}); probing held-out values")
     result = probe_run(out, data_root)
     minutes = (time.perf_counter() - start) / 60
@@ -97,17 +106,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare_{base.data.family}_{base.data.split}"
     data_root = resolve_data_root(args.data_dir)
     ensure_mnist(data_root)
-    result = run_comparison(base, variants, out, data_root, progress=not args.no_progress)
+    result = run_comparison(base, variants, out, data_root, progress=not args.no_progress, overwrite=args.overwrite)
     print(format_compare_table(result))
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit code 2, like every input error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metavae", description="Meta-amortized variational inference (MetaVAE).")
+    parser = _Parser(prog="metavae", description="Meta-amortized variational inference (MetaVAE).")
     parser.add_argument("--version", action="version", version=f"metavae {__version__}")
     parser.add_argument("--data-dir", default=None, help="data root (default $METAVAE_DATA or ./data)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="obtain and verify a data set")
@@ -120,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="override data.split (interleaved, sparse, contiguous)")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>_<model>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    _add_run_flags(p, "continue the run in --out from its last checkpoint (train.max_steps/epochs may grow)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -135,15 +152,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="override data.split")
     p.add_argument("--out", default=None, help="output directory (default runs/compare_<family>_<split>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every model")
+    p.add_argument("--overwrite", action="store_true", help="move earlier runs of the variants aside and train afresh")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset key")
+    p.add_argument("--overwrite", action="store_true", help="move an earlier demo run in --out aside and start afresh "
+                   "(by default the demo resumes it)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_run_flags(p: argparse.ArgumentParser, resume_help: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help=resume_help)
+    group.add_argument("--overwrite", action="store_true", help="move an earlier run in --out aside (to <out>.replaced-<time>) "
+                       "and start afresh")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MetaVAEError as exc:
-        print(f"metavae: error: {exc}", file=sys.stderr)
+        print(f"metavae: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("metavae: interrupted (resume with --resume; checkpoints are written atomically)", file=sys.stderr)
+        print("metavae: interrupted (continue with --resume; checkpoints are written atomically)", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment, not metavae: a file system refusing a write or a read
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"metavae: error: cannot access{where}: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"metavae: internal error: {type(exc).__name__}: {_one_line(exc)[:300]} (a bug in metavae {__version__}; "
+              "rerun with --debug for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

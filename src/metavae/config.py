@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import yaml
 
-from metavae.configuration import from_dict, require, to_dict
+from metavae.configuration import from_dict, parse_yaml, require, to_dict
 from metavae.data.families import FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
+from metavae.files import atomic_write_text
 from metavae.models import MODELS
 
 
@@ -52,7 +53,12 @@ class TrainConfig:
     """Optimisation. ``epochs`` counts passes over each distribution's train part; ``max_steps``
     (if set) stops earlier. ``context_pool_size`` > 0 draws each example's context from a pool
     of that many images per distribution and step (embedded once); 0 gives every example its
-    own context images (the straightforward, slower estimator of the same objective)."""
+    own context images (the straightforward, slower estimator of the same objective).
+
+    ``loss_limit``: divergence guard. Training stops at once (nothing of that step is saved) when
+    the loss is not finite or its absolute value exceeds ``loss_limit`` (null: only non-finite
+    values stop it), or when a gradient, a parameter or the validation IWAE is not finite.
+    """
 
     lr: float = 2e-4
     batch_size: int = 100
@@ -66,9 +72,12 @@ class TrainConfig:
     val_importance_samples: int = 100
     val_pool_size: int = 500
     num_threads: int | None = None
+    loss_limit: float | None = 1e10
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        require(self.seed >= 0, "train.seed", f"must be ≥ 0, got {self.seed}")
+        require(self.loss_limit is None or self.loss_limit > 0, "train.loss_limit", "must be positive or null (no limit)")
         require(self.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {self.batch_size}")
         require(self.epochs >= 1, "train.epochs", f"must be ≥ 1, got {self.epochs}")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be ≥ 1 or null")
@@ -126,7 +135,7 @@ class ExperimentConfig:
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # the registered model's config dataclass; ``model_name`` names the model
-    model_name: str = "metavae"
+    model_name: str = field(default="metavae", metadata={"internal": True})  # set from ``model.name``
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -152,15 +161,40 @@ class ExperimentConfig:
         return {k: full[k] for k in ("data", "model", "train")}
 
 
+#: keys that may differ when a run is resumed: they change neither the model nor the data nor the
+#: path of the parameters, only how long training goes on and how often it reports and saves
+RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.num_threads", "train.validate_every",
+                  "train.checkpoint_every", "train.loss_limit")
+
+
+def resume_conflict(saved: ExperimentConfig, given: ExperimentConfig) -> str | None:
+    """``None`` if a run trained with ``saved`` may continue under ``given``, else a sentence
+    naming the first differing key that blocks it (``data.*``, ``model.*``, other ``train.*``)."""
+    old, new = dict(flatten(saved.training_dict())), dict(flatten(given.training_dict()))
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE_KEYS and old.get(key) != new.get(key):
+            return (f"{key} differs (the run has {old.get(key)!r}, the config gives {new.get(key)!r}); "
+                    f"only {', '.join(RESUMABLE_KEYS)} may change when resuming")
+    return None
+
+
 def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a whole config dict (the YAML's content) into an :class:`ExperimentConfig`."""
     if not isinstance(raw, Mapping):
-        raise ConfigError("a config file must hold a mapping with sections data, model, train, probe")
+        raise ConfigError(f"a config must be a mapping with sections data, model, train, probe, evaluation; got {raw!r}")
     raw = dict(raw)
-    model_raw = dict(raw.pop("model", None) or {})
+    model_raw = raw.pop("model", None)
+    if model_raw is None:
+        model_raw = {}
+    if not isinstance(model_raw, Mapping):
+        raise ConfigError(f"config key 'model': expected a mapping (name: one of {', '.join(MODELS)}, plus that model's "
+                          f"options), got {model_raw!r}")
+    model_raw = dict(model_raw)
     name = model_raw.pop("name", "metavae")
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ConfigError(f"config key 'model.name': unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if "model_name" in raw:
+        raise ConfigError("unknown config key 'model_name': the model is chosen with model.name (e.g. --set model.name=vae)")
     model_cfg = from_dict(MODELS[name].config_class, model_raw, prefix="model")
     base = from_dict(ExperimentConfig, raw)
     return replace(base, model=model_cfg, model_name=name)
@@ -168,6 +202,8 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: not a dotted key such as train.lr")
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -184,11 +220,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
         key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
-        out.append((key.strip(), value))
+        out.append((key.strip(), parse_yaml(text, f"--set {item!r}")))
     return out
 
 
@@ -199,12 +231,17 @@ def load_config(path: str | Path | None, overrides: list[tuple[str, Any]] = ()) 
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist (shipped configs are under configs/)")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory: give the path of a YAML file in it")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): give a YAML file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        raw = parse_yaml(text, str(path)) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config file must hold a mapping")
+            raise ConfigError(f"{path}: a config file must hold a mapping with sections data, model, train, probe; got {raw!r}")
     for key, value in overrides:
         _set_dotted(raw, key, value)
     return experiment_from_dict(raw)
@@ -227,4 +264,5 @@ def with_overrides(config: ExperimentConfig, overrides: list[tuple[str, Any]]) -
 
 
 def save_config(config: ExperimentConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,20 +1,86 @@
 """Typed, validated construction of frozen config dataclasses from plain dicts (YAML).
 
 Unknown keys, wrong types and values outside a ``Literal`` give a :class:`ConfigError` that
-names the dotted key, what was expected and what was given.
+names the dotted key, what was expected and what was given. Floats must be finite and integers
+fit in 32 bits (no configurable size or count is larger), so an absurd value is refused here
+rather than overflowing deep inside torch.
+
+YAML is read with the YAML 1.2 core schema for scalars (:func:`parse_yaml`): ``1e-3``, ``1E6``
+and ``1.0e-3`` are floats, ``017`` is seventeen, and only ``true``/``false`` are booleans
+(YAML 1.1, PyYAML's default, reads ``1e-3`` as a string and ``no``/``on`` as booleans).
+Duplicate keys in a mapping are an error, not "last one wins".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+import yaml
+
 from metavae.errors import ConfigError
 
 T = TypeVar("T")
+
+#: the largest integer any config field accepts (sizes, counts, seeds)
+MAX_INT = 2**31 - 1
+
+_BOOL, _INT, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """``SafeLoader`` with the YAML 1.2 core schema's booleans, integers and floats, and no duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {line} (first given at line {seen[key]}): "
+                                  "give each key once")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:  # type: ignore[override]
+        text = str(self.construct_scalar(node))
+        sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return sign * int(digits, 10)
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|[-+]?0o[0-7]+|[-+]?0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+_Yaml12Loader.add_constructor(_INT, _Yaml12Loader.construct_yaml_int)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` (YAML 1.2 core scalars, duplicate keys refused); errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 def _describe(tp: Any) -> str:
@@ -65,10 +131,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"config key '{key}': {value} is out of range (at most {MAX_INT} in absolute value)")
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{key}': {value!r} is not allowed: expected a finite number")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -85,7 +159,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config section '{prefix or '<root>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    # fields marked ``metadata={"internal": True}`` are set by code, never by a config file
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}  # type: ignore[arg-type]
+    for name in data:
+        if not isinstance(name, str):
+            raise ConfigError(f"config section '{prefix or '<root>'}': key {name!r} is not a name; "
+                              f"valid keys here: {', '.join(sorted(fields))}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"

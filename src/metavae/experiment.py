@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -10,16 +9,17 @@ from typing import Any
 
 import torch
 
-from metavae.config import ExperimentConfig, experiment_from_dict, load_config, parse_overrides, save_config, with_overrides
+from metavae.config import ExperimentConfig, experiment_from_dict, parse_overrides, with_overrides
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.data.mnist import default_data_root
 from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.evaluation.probe import run_probe
+from metavae.files import atomic_write_json
 from metavae.models import MODELS, LatentVariableModel
 from metavae.plotting.probe import plot_probe
-from metavae.training.checkpoint import load_checkpoint
+from metavae.training.checkpoint import load_checkpoint, load_model_state
 from metavae.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -35,50 +35,70 @@ def build_task(config: ExperimentConfig, data_root: Path) -> ImageFamilyTask:
     return ImageFamilyTask(config.data, train, test, seed=config.train.seed)
 
 
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
 def build_model(config: ExperimentConfig, task: ImageFamilyTask) -> LatentVariableModel:
-    """The registered model, initialised from ``config.train.seed``."""
+    """The registered model, initialised from ``config.train.seed``.
+
+    The model is first laid out on the ``meta`` device (no memory) to count its parameters:
+    sizes whose training state (parameters, gradients and Adam's two moments, float32) would
+    not fit in this machine's memory are refused with a :class:`ConfigError` before allocating.
+    """
+    cls = MODELS[config.model_name]
+    with torch.device("meta"):
+        layout = cls.from_config(config.model, task.event_shape, task.num_decoders)
+    count = sum(p.numel() for p in layout.parameters())
+    need, have = 4 * 4 * count, _memory_bytes()
+    if have is not None and need > have:
+        sizes = ", ".join(f"model.{k}={v}" for k, v in config.to_dict()["model"].items()
+                          if k != "name" and not isinstance(v, str))
+        raise ConfigError(f"model '{config.model_name}' with {sizes} has {count:,} parameters: training it needs about "
+                          f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB; choose smaller sizes")
     torch.manual_seed(config.train.seed)
-    return MODELS[config.model_name].from_config(config.model, task.event_shape, task.num_decoders)
+    try:
+        return cls.from_config(config.model, task.event_shape, task.num_decoders)
+    except (RuntimeError, MemoryError) as exc:
+        raise ConfigError(f"model '{config.model_name}' cannot be built with these sizes ({' '.join(str(exc).split())[:200]}); "
+                          "choose smaller model sizes") from None
 
 
-def _attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("metavae").addHandler(handler)
-    return handler
+def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> FitResult:
+    """Train ``config`` into ``run_dir`` (``config.yaml``, ``metrics.jsonl``, ``train.log``, checkpoints).
 
-
-def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool = False, progress: bool = True) -> FitResult:
-    """Train ``config`` into ``run_dir`` (``config.yaml``, ``metrics.jsonl``, ``train.log``, checkpoints)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    The config, the data and the model sizes are checked before the run directory is touched;
+    ``resume`` / ``overwrite`` as :meth:`Trainer.fit`.
+    """
+    task = build_task(config, data_root)
+    task.check(config.train)
+    model = build_model(config, task)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    saved = run_dir / "config.yaml"
-    if resume and saved.exists():
-        if load_config(saved).training_dict() != config.training_dict():
-            raise ConfigError(f"{saved} differs from the config given in its data, model or train section: resume "
-                              "with the same config, or use a new --out")
-    save_config(config, saved)
-    task = build_task(config, data_root)
-    model = build_model(config, task)
-    handler = _attach_log_file(run_dir)
-    try:
-        log.info("training %s on %s/%s: %d training distributions %s", config.model_name, config.data.family,
-                 config.data.split, task.num_decoders, task.distribution_names())
-        return Trainer(model, task, config, run_dir).fit(resume=resume, progress=progress)
-    finally:
-        logging.getLogger("metavae").removeHandler(handler)
-        handler.close()
+    log.info("training %s on %s/%s: %d training distributions %s", config.model_name, config.data.family,
+             config.data.split, task.num_decoders, task.distribution_names())
+    return Trainer(model, task, config, run_dir).fit(resume=resume, progress=progress, overwrite=overwrite)
 
 
 def probe_run(run_dir: Path, data_root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Probe a run's best checkpoint; writes ``probe.json`` and ``probe.png`` into ``run_dir``."""
+    """Probe a run's best checkpoint; writes ``probe.json`` and ``probe.png`` into ``run_dir``.
+
+    ``overrides``: ``probe.key=value`` strings; other sections are fixed by the checkpoint and refused.
+    """
+    items = parse_overrides(overrides or [])
+    for key, _ in items:
+        if not key.startswith("probe."):
+            raise ConfigError(f"--set {key}: the probe takes only probe.* keys (e.g. probe.train_examples=10000); the run's "
+                              "data, model and train settings are fixed by its checkpoint")
     config, model, task = load_run(run_dir, data_root)
-    if overrides:
-        config = with_overrides(config, parse_overrides(overrides))
+    if items:
+        config = with_overrides(config, items)
     result = run_probe(config, model, task)
-    (Path(run_dir) / "probe.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(Path(run_dir) / "probe.json", result)
     paper = PAPER_PROBE_ACCURACY.get((config.data.family, config.data.split), {}).get(config.model_name)
     plot_probe(result, Path(run_dir) / "probe.png", paper_mean=paper)
     return result
@@ -111,20 +131,22 @@ def measure_test_log_likelihood(run_dir: Path, data_root: Path) -> dict[str, Any
                      "estimand": ESTIMANDS.get(config.model_name, "log p(x)"),
                      "test_part_also_used_for_model_selection": config.data.validation == "test"},
     }
-    (Path(run_dir) / "test_loglik.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(Path(run_dir) / "test_loglik.json", result)
     return result
 
 
 def load_run(run_dir: Path, data_root: Path, which: str = "best") -> tuple[ExperimentConfig, LatentVariableModel, ImageFamilyTask]:
     """The config, the ``best`` (or ``last``) model and the task of a finished run."""
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a run directory")
     payload = load_checkpoint(path)
-    config = experiment_from_dict(payload["config"])
+    try:
+        config = experiment_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its stored config is not valid for this metavae ({exc})") from None
     task = build_task(config, data_root)
     model = build_model(config, task)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: parameters do not fit the model its config describes ({exc})") from exc
+    load_model_state(model, payload["state_dict"], path)
     model.eval()
     return config, model, task

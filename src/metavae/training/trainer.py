@@ -7,13 +7,22 @@ Model selection: the validation metric is the IWAE estimate of the model's ``log
 better), averaged over the examples of each training distribution and then over
 distributions. Resume is exact: the checkpoint holds model, optimizer, the data generator's
 and torch's RNG states and the step; validation runs under a forked, fixed-seed RNG so it
-neither perturbs training randomness nor varies between evaluations.
+neither perturbs training randomness nor varies between evaluations. A resumed run may be given
+a larger ``max_steps`` or ``epochs`` (and other keys of
+:data:`~metavae.config.RESUMABLE_KEYS`): the extended run is bit-identical to one trained that
+long without interruption.
+
+Divergence policy: the step stops with a :class:`~metavae.errors.DivergenceError` naming the step
+and the last good checkpoint as soon as the loss is not finite (or exceeds ``train.loss_limit`` in
+absolute value), the gradient norm is not finite (checked before the optimizer step, so the
+parameters are untouched), a parameter becomes non-finite after the step, or the validation IWAE
+is not finite. Nothing of that state is written: checkpoints refuse non-finite tensors too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +31,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metavae.config import ExperimentConfig, experiment_from_dict
+from metavae.config import ExperimentConfig, experiment_from_dict, load_config, resume_conflict
 from metavae.data.image_task import Batch, ImageFamilyTask
-from metavae.errors import CheckpointError
+from metavae.errors import ConfigError, DivergenceError, RunDirectoryError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.models.base import LatentVariableModel
 from metavae.objectives import elbo
-from metavae.training.checkpoint import load_checkpoint, save_checkpoint
+from metavae.training.checkpoint import RESUME_KEYS, first_non_finite, load_checkpoint, load_model_state, save_checkpoint
+from metavae.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +54,9 @@ class FitResult:
 class Trainer:
     """Train ``model`` on ``task`` as ``config.train`` says, writing into ``run_dir``.
 
-    Files: ``metrics.jsonl`` (one JSON object per log event), ``checkpoints/last.pt``,
-    ``checkpoints/best.pt``.
+    Files: see :class:`~metavae.training.run_directory.RunDirectory` (``config.yaml``,
+    ``metrics.jsonl``, ``train.log``, ``checkpoints/{last,best}.pt``). Constructing a trainer
+    touches no file; :meth:`fit` claims the run directory.
     """
 
     def __init__(self, model: LatentVariableModel, task: ImageFamilyTask, config: ExperimentConfig, run_dir: Path) -> None:
@@ -53,9 +64,7 @@ class Trainer:
         self.task = task
         self.config = config
         self.train_cfg = config.train
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.run = RunDirectory(run_dir)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.train_cfg.lr)
         self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
         self.step_count = 0
@@ -63,6 +72,7 @@ class Trainer:
         self.best_step = -1
         self._val_batch: Batch | None = None
         self._running = (0.0, 0)  # train loss sum and count since the last validation
+        self._saved_step: int | None = None  # step of the last checkpoint written or resumed
 
     # ---------------------------------------------------------------- one step, any stage
     def step(self, batch: Batch, stage: str) -> dict[str, Any]:
@@ -72,14 +82,38 @@ class Trainer:
             log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
                                            objective="training")  # (1, B)
             loss = -elbo(log_w).mean()
+            value = float(loss.detach())
+            limit = self.train_cfg.loss_limit
+            if not math.isfinite(value) or (limit is not None and abs(value) > limit):
+                self._diverged(f"the training loss is {value:.4g}" + (f" (train.loss_limit {limit:g})" if limit else ""))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            if not math.isfinite(grad_norm):
+                self._diverged(f"the gradient norm is {grad_norm}")
             self.optimizer.step()
-            return {"loss": float(loss.detach())}
+            bad = first_non_finite(dict(self.model.named_parameters()))
+            if bad is not None:
+                self._diverged(f"parameter {bad} became non-finite after the optimizer step")
+            return {"loss": value}
         per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,
                                                    self.train_cfg.val_importance_samples, self.train_cfg.seed + 1)
         names = self.task.distribution_names()
+        if not bool(torch.isfinite(per_dist).all()):
+            self._diverged(f"the validation IWAE is not finite ({dict(zip(names, per_dist.tolist()))})", at=self.step_count)
         return {"val_iwae": float(per_dist.mean()), "val_iwae_per_distribution": dict(zip(names, per_dist.tolist()))}
+
+    def _diverged(self, what: str, at: int | None = None) -> None:
+        """Stop: ``what`` went wrong at step ``at`` (default: the step being taken)."""
+        step = self.step_count + 1 if at is None else at
+        if self._saved_step is None:
+            last = "no checkpoint had been written yet"
+        else:
+            last = f"last good checkpoint: {self.run.last_checkpoint} (step {self._saved_step})"
+        log.error("training diverged at step %d: %s", step, what)
+        raise DivergenceError(f"training diverged at step {step}: {what}; nothing of this state was saved; "
+                              f"{last}. Lower train.lr (or check the data) and start again with --overwrite")
 
     # ---------------------------------------------------------------- bookkeeping
     def _payload(self) -> dict[str, Any]:
@@ -93,28 +127,46 @@ class Trainer:
             "running_loss": list(self._running),
         }
 
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+    def _save(self, path: Path) -> None:
+        save_checkpoint(path, self._payload())
+        if path == self.run.last_checkpoint:
+            self._saved_step = self.step_count
 
-    def _resume(self) -> None:
-        path = self.ckpt_dir / "last.pt"
-        payload = load_checkpoint(path)
-        if experiment_from_dict(payload["config"]).training_dict() != self.config.training_dict():
-            raise CheckpointError(
-                f"{path} was written with a different config; resume with the run's own config.yaml "
-                f"or start a new --out directory"
-            )
-        self.model.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        self.generator.set_state(payload["rng"]["data"])
-        self.step_count = int(payload["step"])
+    def _resumable_payload(self) -> dict[str, Any] | None:
+        """The checkpoint to continue from, checked against this trainer's config and model
+        (read-only: a refusal leaves the run directory untouched); ``None`` = start from step 0."""
+        path = self.run.last_checkpoint
+        if path.is_file():
+            payload = load_checkpoint(path, RESUME_KEYS)
+            try:
+                saved = experiment_from_dict(payload["config"])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: its stored config is not valid for this metavae ({exc})") from None
+            source = str(path)
+        elif self.run.config_path.is_file():  # killed before its first checkpoint: the config must still agree
+            payload, saved, source = None, load_config(self.run.config_path), str(self.run.config_path)
+        else:
+            return None
+        conflict = resume_conflict(saved, self.config)
+        if conflict:
+            raise ConfigError(f"cannot resume {self.run.path} ({source}): {conflict}; to train with the new settings use "
+                              "another --out, or --overwrite to move this run aside")
+        if payload is not None:
+            load_model_state(self.model, payload["state_dict"], path)
+        return payload
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        path = self.run.last_checkpoint
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            torch.set_rng_state(payload["rng"]["torch"])
+            self.generator.set_state(payload["rng"]["data"])
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: optimizer or random state does not fit this model "
+                              f"({' '.join(str(exc).split())[:200]}); retrain with --overwrite") from None
+        self.step_count = self._saved_step = int(payload["step"])
         self.best_val, self.best_step = float(payload["best"]["val_iwae"]), int(payload["best"]["step"])
         self._running = (float(payload["running_loss"][0]), int(payload["running_loss"][1]))
-        if self.metrics_path.exists():  # drop what the interrupted run logged after its last checkpoint
-            kept = [ln for ln in self.metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step_count]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
         log.info("resumed from %s at step %d", path, self.step_count)
 
     def validate(self) -> dict[str, Any]:
@@ -124,43 +176,84 @@ class Trainer:
         return self.step(self._val_batch, "val")
 
     # ---------------------------------------------------------------- the loop
-    def fit(self, resume: bool = False, progress: bool = True) -> FitResult:
+    def fit(self, resume: bool = False, progress: bool = True, overwrite: bool = False) -> FitResult:
+        """Train until ``max_steps`` / ``epochs``, writing into the run directory.
+
+        ``resume``: continue the run in the directory (a fresh start if there is none).
+        ``overwrite``: move an earlier run in the directory aside and start afresh. Without
+        either, a directory holding a run is refused (:class:`~metavae.errors.RunDirectoryError`).
+        """
+        state = self.run.inspect(resume=resume, overwrite=overwrite)
+        payload = self._resumable_payload() if state == "run" and resume else None
+        signature = _file_signature(self.run.last_checkpoint) if payload is not None else None
+        self.run.claim(state, overwrite=overwrite)
+        handler = None
+        try:
+            if payload is not None:
+                if _file_signature(self.run.last_checkpoint) != signature:
+                    raise RunDirectoryError(f"{self.run.last_checkpoint} changed while this run was starting; run the command again")
+                self._restore(payload)
+                self.run.truncate_metrics(self.step_count)  # drop what was logged after that checkpoint
+            elif state == "run":  # resumed before its first checkpoint: start over inside it
+                self.run.truncate_metrics(0)
+            self.run.write_config(self.config)
+            handler = _attach_log_file(self.run.log_path)
+            return self._loop(progress)
+        finally:
+            if handler is not None:
+                logging.getLogger("metavae").removeHandler(handler)
+                handler.close()
+            self.run.release()
+
+    def _loop(self, progress: bool) -> FitResult:
         cfg = self.train_cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (self.ckpt_dir / "last.pt").exists():
-            self._resume()
-        else:  # a fresh start: nothing of an earlier run in this directory may be resumed or selected
-            self.metrics_path.unlink(missing_ok=True)
-            for old in ("last.pt", "best.pt"):
-                (self.ckpt_dir / old).unlink(missing_ok=True)
         per_epoch = self.task.batches_per_epoch(cfg.batch_size)
         total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
         validate_every = cfg.validate_every or per_epoch
         start = time.perf_counter()
-        bar = tqdm(total=total, initial=self.step_count, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
-        while self.step_count < total:
-            epoch, within = divmod(self.step_count, per_epoch)
-            batch = self.task.train_batch(epoch, within, cfg.batch_size, cfg.context_pool_size, self.generator)
-            out = self.step(batch, "train")
-            self.step_count += 1
-            self._running = (self._running[0] + out["loss"], self._running[1] + 1)
-            bar.update(1)
-            done = self.step_count == total
-            if self.step_count % validate_every == 0 or done:
-                val = self.validate()
-                record = {"step": self.step_count, "epoch": self.step_count / per_epoch,
-                          "train_loss": self._running[0] / self._running[1], **val, "seconds": time.perf_counter() - start}
-                self._running = (0.0, 0)
-                improved = val["val_iwae"] > self.best_val
-                if improved:
-                    self.best_val, self.best_step = val["val_iwae"], self.step_count
-                self._write_metrics(record)
-                bar.set_postfix(loss=f"{record['train_loss']:.1f}", val_iwae=f"{val['val_iwae']:.1f}")
-                log.info("step %d  train −ELBO %.2f  val IWAE %.2f%s", self.step_count, record["train_loss"],
-                         val["val_iwae"], "  (best)" if improved else "")
-                if improved:
-                    save_checkpoint(self.ckpt_dir / "best.pt", self._payload())
-            if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
-                save_checkpoint(self.ckpt_dir / "last.pt", self._payload())
-        bar.close()
+        with tqdm(total=total, initial=self.step_count, disable=not progress, desc="train", unit="step",
+                  dynamic_ncols=True) as bar:
+            while self.step_count < total:
+                epoch, within = divmod(self.step_count, per_epoch)
+                batch = self.task.train_batch(epoch, within, cfg.batch_size, cfg.context_pool_size, self.generator)
+                out = self.step(batch, "train")
+                self.step_count += 1
+                self._running = (self._running[0] + out["loss"], self._running[1] + 1)
+                bar.update(1)
+                done = self.step_count == total
+                if self.step_count % validate_every == 0 or done:
+                    val = self.validate()
+                    record = {"step": self.step_count, "epoch": self.step_count / per_epoch,
+                              "train_loss": self._running[0] / self._running[1], **val, "seconds": time.perf_counter() - start}
+                    self._running = (0.0, 0)
+                    improved = val["val_iwae"] > self.best_val
+                    if improved:
+                        self.best_val, self.best_step = val["val_iwae"], self.step_count
+                    self.run.append_metrics(record)
+                    bar.set_postfix(loss=f"{record['train_loss']:.1f}", val_iwae=f"{val['val_iwae']:.1f}")
+                    log.info("step %d  train −ELBO %.2f  val IWAE %.2f%s", self.step_count, record["train_loss"],
+                             val["val_iwae"], "  (best)" if improved else "")
+                    if improved:
+                        self._save(self.run.best_checkpoint)
+                if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
+                    self._save(self.run.last_checkpoint)
         return FitResult(self.step_count, self.best_val, self.best_step, time.perf_counter() - start)
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    """Copy the library's log records into the run's ``train.log``."""
+    try:
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("metavae").addHandler(handler)
+    return handler
