@@ -50,15 +50,19 @@ def build_model(config: ExperimentConfig, task: ImageFamilyTask) -> LatentVariab
     not fit in this machine's memory are refused with a :class:`ConfigError` before allocating.
     """
     cls = MODELS[config.model_name]
-    with torch.device("meta"):
-        layout = cls.from_config(config.model, task.event_shape, task.num_decoders)
-    count = sum(p.numel() for p in layout.parameters())
-    need, have = 4 * 4 * count, _memory_bytes()
-    if have is not None and need > have:
+    try:
+        with torch.device("meta"):
+            layout = cls.from_config(config.model, task.event_shape, task.num_decoders)
+        count = sum(p.numel() for p in layout.parameters())
+    except RuntimeError:  # even the layout overflows: a tensor of more than 2**63 bytes
+        count = None
+    have = _memory_bytes()
+    if count is None or (have is not None and 4 * 4 * count > have):
         sizes = ", ".join(f"model.{k}={v}" for k, v in config.to_dict()["model"].items()
                           if k != "name" and not isinstance(v, str))
-        raise ConfigError(f"model '{config.model_name}' with {sizes} has {count:,} parameters: training it needs about "
-                          f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB; choose smaller sizes")
+        what = "more than 2**63 bytes" if count is None else f"{count:,} parameters ({16 * count / 2**30:.1f} GiB to train)"
+        raise ConfigError(f"model '{config.model_name}' with {sizes} needs {what}, more than this machine's "
+                          f"{(have or 0) / 2**30:.1f} GiB of memory; choose smaller sizes")
     torch.manual_seed(config.train.seed)
     try:
         return cls.from_config(config.model, task.event_shape, task.num_decoders)

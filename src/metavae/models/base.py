@@ -64,9 +64,14 @@ def kl_term(q: Distribution, p: Distribution, sample: Tensor) -> Tensor:
 
 
 def diagonal_gaussian(params: Tensor) -> Independent:
-    """Split ``(…, 2·d)`` into loc and log-variance: ``Independent(Normal(loc, exp(½·logvar)), 1)``."""
+    """Split ``(…, 2·d)`` into loc and log-variance: ``Independent(Normal(loc, exp(½·logvar)), 1)``.
+
+    Argument validation is off: the scale is positive by construction, and a NaN coming out of a
+    diverged network must flow into the loss, where the trainer's divergence guard names the step,
+    rather than stop deep inside ``torch.distributions``.
+    """
     loc, logvar = params.chunk(2, dim=-1)
-    return Independent(Normal(loc, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))), 1)
+    return Independent(Normal(loc, torch.exp(0.5 * logvar.clamp(-30.0, 20.0)), validate_args=False), 1, validate_args=False)
 
 
 def standard_normal(dim: int, like: Tensor) -> Independent:

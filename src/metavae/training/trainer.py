@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from metavae.config import ExperimentConfig, experiment_from_dict, load_config, resume_conflict
 from metavae.data.image_task import Batch, ImageFamilyTask
-from metavae.errors import ConfigError, DivergenceError, RunDirectoryError
+from metavae.errors import ConfigError, DivergenceError, MetaVAEError, RunDirectoryError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.models.base import LatentVariableModel
 from metavae.objectives import elbo
@@ -111,7 +111,6 @@ class Trainer:
             last = "no checkpoint had been written yet"
         else:
             last = f"last good checkpoint: {self.run.last_checkpoint} (step {self._saved_step})"
-        log.error("training diverged at step %d: %s", step, what)
         raise DivergenceError(f"training diverged at step {step}: {what}; nothing of this state was saved; "
                               f"{last}. Lower train.lr (or check the data) and start again with --overwrite")
 
@@ -199,6 +198,11 @@ class Trainer:
             self.run.write_config(self.config)
             handler = _attach_log_file(self.run.log_path)
             return self._loop(progress)
+        except MetaVAEError as exc:  # the reason a run stopped belongs in its log (the CLI prints it once)
+            if handler is not None:
+                handler.handle(logging.makeLogRecord({"name": log.name, "levelno": logging.ERROR, "levelname": "ERROR",
+                                                      "msg": str(exc)}))
+            raise
         finally:
             if handler is not None:
                 logging.getLogger("metavae").removeHandler(handler)
