@@ -7,6 +7,10 @@ Compares, in one process and on the same data:
   each embedded separately (``train.context_pool_size = 0``).
 Both steps include batch sampling, the image transforms, forward, backward and Adam.
 
+Also measures the cost of the trainer's divergence guards (finite loss, gradient norm and
+parameters, checked every step): ``Trainer.step`` against the same forward, backward and Adam step
+without the checks, interleaved on the pooled trainer.
+
 Also checks that the expected loss is unchanged: the mean −ELBO of both samplers at the same
 fixed parameters over many batches (with standard errors), and reports the achieved fraction
 of this machine's measured float32 matmul throughput (FLOPs counted by torch's FlopCounterMode).
@@ -48,12 +52,26 @@ def make_trainer(pool: int, data_dir: Path) -> Trainer:
     return Trainer(build_model(cfg, task), task, cfg, Path("/nonexistent-run-dir"))
 
 
-def time_steps(trainer: Trainer, steps: int, offset: int) -> float:
+def unguarded_step(trainer: Trainer, batch) -> None:
+    """``Trainer.step(batch, "train")`` without its divergence checks (the reference for their cost)."""
+    trainer.model.train()
+    log_w = trainer.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index, objective="training")
+    loss = -elbo(log_w).mean()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+    float(loss.detach())
+
+
+def time_steps(trainer: Trainer, steps: int, offset: int, guarded: bool = True) -> float:
     cfg = trainer.train_cfg
     start = time.perf_counter()
     for i in range(steps):
         batch = trainer.task.train_batch(0, offset + i, cfg.batch_size, cfg.context_pool_size, trainer.generator)
-        trainer.step(batch, "train")
+        if guarded:
+            trainer.step(batch, "train")
+        else:
+            unguarded_step(trainer, batch)
     return time.perf_counter() - start
 
 
@@ -99,6 +117,10 @@ def main() -> None:
         slow_s += time_steps(slow, args.steps, 3 + r * args.steps)
     n = args.steps * args.rounds
     steps_per_s, baseline_steps_per_s = n / fast_s, n / slow_s
+    guarded_s = bare_s = 0.0
+    for r in range(args.rounds):
+        guarded_s += time_steps(fast, args.steps, 3 + (args.rounds + r) * args.steps)
+        bare_s += time_steps(fast, args.steps, 3 + (args.rounds + r) * args.steps, guarded=False)
     images_per_step = fast.task.num_decoders * fast.train_cfg.batch_size
     flops = step_flops(fast)
     peak = matmul_gflops()
@@ -122,12 +144,15 @@ def main() -> None:
         "loss_pooled_se": round(se_fast, 3),
         "loss_per_example": round(loss_slow, 3),
         "loss_per_example_se": round(se_slow, 3),
+        "guard_overhead": round(guarded_s / bare_s - 1, 4),
         "threads": torch.get_num_threads(),
     }
     print(f"pooled contexts:      {steps_per_s:7.2f} steps/s  {result['images_per_s']:9.1f} images/s")
     print(f"per-example contexts: {baseline_steps_per_s:7.2f} steps/s  {result['baseline_images_per_s']:9.1f} images/s")
     print(f"speedup {result['speedup']}x; {result['achieved_gflops']} GFLOP/s of {result['matmul_gflops']} measured matmul "
           f"GFLOP/s ({result['matmul_fraction']:.1%})")
+    print(f"divergence guards: {result['guard_overhead']:+.1%} time per step (guarded {n / guarded_s:.2f} vs unguarded "
+          f"{n / bare_s:.2f} steps/s)")
     print(f"mean -ELBO at fixed parameters: pooled {loss_fast:.3f} ± {se_fast:.3f}, per-example {loss_slow:.3f} ± {se_slow:.3f}")
     print(json.dumps(result))
 
