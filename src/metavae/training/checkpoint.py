@@ -8,6 +8,7 @@ every problem is a :class:`~metavae.errors.CheckpointError` naming the file.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -39,10 +40,14 @@ def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(v, f"{prefix}[{i}]")
 
 
+@torch.no_grad()
 def first_non_finite(obj: Any) -> str | None:
-    """Name of the first floating-point tensor in ``obj`` holding NaN or ±inf, else ``None``."""
+    """Name of the first floating-point tensor in ``obj`` holding NaN or ±inf, else ``None``.
+
+    Tested as ``isfinite(max |t|)``: the maximum propagates NaN and keeps ±inf, so this is exact,
+    and it is far cheaper than a full ``isfinite(t).all()`` (it runs after every training step)."""
     for name, t in _tensors(obj):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and t.numel() and not math.isfinite(float(t.abs().amax())):
             return name
     return None
 
