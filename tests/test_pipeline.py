@@ -42,11 +42,15 @@ from pipeline_helpers import (
     spy_log_weights,
 )
 
-VAL_K = 250  # train.val_importance_samples: > the per-pass chunk of 20000 // 100 = 200 samples, so chunked
+# Sizes of the recorded run: TINY's, with every count that one stage could take from another made distinct.
+CONTEXT_SIZE, BATCH, VALIDATION_SIZE = 5, 20, 100  # TINY
+VAL_EXAMPLES, TEST_EXAMPLES = 16, 12  # train.val_examples, evaluation.test_examples (per distribution)
+TRAIN_POOL, VAL_POOL, TEST_POOL = 30, 35, 40  # train.context_pool_size, train.val_pool_size, evaluation.pool_size
+VAL_K = 300  # train.val_importance_samples: > the per-pass chunk of 20000 // (5·16) = 250 samples, so chunked
 TEST_K = 6  # evaluation.importance_samples
-# TINY: context_size 5, batch 20, val_examples 20, validation_size 100, pools: train 30, val 30, evaluation 40
-CONTEXT_SIZE, BATCH, VAL_EXAMPLES, TEST_EXAMPLES, VALIDATION_SIZE = 5, 20, 20, 20, 100
-TRAIN_POOL, VAL_POOL, TEST_POOL = 30, 30, 40
+RECORDED = [("train.val_importance_samples", VAL_K), ("evaluation.importance_samples", TEST_K),
+            ("train.val_examples", VAL_EXAMPLES), ("evaluation.test_examples", TEST_EXAMPLES),
+            ("train.val_pool_size", VAL_POOL), ("evaluation.pool_size", TEST_POOL)]
 NAMES = ["rotate=-160", "rotate=-80", "rotate=0", "rotate=80", "rotate=160"]  # distribution names, decoder order
 
 
@@ -86,8 +90,7 @@ def recorded_run(request, tmp_path_factory) -> RecordedRun:
     measured, with every ``log_weights`` call recorded."""
     tmp = tmp_path_factory.mktemp(f"recorded_{request.param}")
     root = make_marker_root(tmp / "data")
-    config = _config(("data.validation", request.param), ("train.val_importance_samples", VAL_K),
-                     ("evaluation.importance_samples", TEST_K))
+    config = _config(("data.validation", request.param), *RECORDED)
     with pytest.MonkeyPatch.context() as mp:
         calls = spy_log_weights(mp, MetaVAE)
         train(config, tmp / "run", root, progress=False)
@@ -213,7 +216,7 @@ def test_trainer_step_ascends_the_training_objective_at_the_configured_learning_
 def test_validation_and_test_use_the_configured_number_of_importance_samples(recorded_run):
     for group in recorded_run.validations():
         assert sum(c.num_samples for c in group) == VAL_K  # chunks of one validation add up to the setting
-        assert len(group) > 1  # 250 > 200 per pass: the chunking path is exercised
+        assert len(group) > 1  # 300 > 250 per pass: the chunking path is exercised
     assert sum(c.num_samples for c in recorded_run.test_calls) == TEST_K
 
 
@@ -277,7 +280,7 @@ def test_test_log_likelihood_equals_hand_computed_value_for_a_model_with_known_l
     for a query with pixel sum S under decoder i of constant logit l_i; so is the IWAE. Expected:
     the mean over each distribution's test queries, then over distributions."""
     root = make_marker_root(tmp_path / "data")
-    config = _config(("train.max_steps", 1), ("evaluation.importance_samples", TEST_K))
+    config = _config(("train.max_steps", 1), *RECORDED)
     train(config, tmp_path / "run", root, progress=False)
     path = tmp_path / "run" / "checkpoints" / "best.pt"
     payload = load_checkpoint(path)
