@@ -509,3 +509,16 @@ def test_default_model_and_batches_have_the_paper_shapes(tmp_path):
     batch = task.train_batch(0, 0, 20, cfg.train.context_pool_size, torch.Generator().manual_seed(0))
     assert batch.context.index.shape == (5 * 20, 10)
     assert batch.context.elements.shape[0] == 5 * 100
+
+
+def test_a_distribution_with_no_examples_is_an_error_not_a_perfect_score():
+    """Mean over an empty group is undefined; returning 0 (the best log-likelihood) would win model selection."""
+
+    class Zero(nn.Module):
+        def log_weights(self, x, context, num_samples=1, **kwargs):
+            return torch.zeros(num_samples, x.shape[0])
+
+    x = torch.zeros(2, 1, 2, 2)
+    batch = Batch(x, Context(torch.zeros(4, 1, 2, 2), torch.arange(4).view(2, 2)), torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match=r"no examples of distribution\(s\) \[1, 2\]"):
+        per_distribution_log_likelihood(Zero(), batch, 3, 2, seed=0)

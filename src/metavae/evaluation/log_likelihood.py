@@ -26,5 +26,8 @@ def per_distribution_log_likelihood(
         torch.manual_seed(seed)
         ll = log_likelihood(model, batch.x, batch.context, num_importance_samples, samples_per_chunk=chunk,
                             decoder_index=batch.decoder_index, objective="marginal")  # (B,)
+    counts = torch.bincount(batch.decoder_index, minlength=num_distributions)
+    if bool((counts == 0).any()):  # a mean over no examples is undefined, not 0 (which would look best)
+        raise ValueError(f"the batch has no examples of distribution(s) {torch.nonzero(counts == 0).flatten().tolist()}")
     total = torch.zeros(num_distributions, dtype=ll.dtype).index_add_(0, batch.decoder_index, ll)
-    return total / torch.bincount(batch.decoder_index, minlength=num_distributions).clamp_min(1)
+    return total / counts
