@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import TINY
-from metavae.cli import main
+from metavae.cli import demo_config_path, main
 
 TINY_SET = [item for key, value in TINY for item in ("--set", f"{key}={json.dumps(value)}")]
 
@@ -77,10 +77,16 @@ def test_compare_all_models_in_tiny_mode(mnist_root, tmp_path, capsys):
     assert (out / "compare.png").stat().st_size > 1000 and (out / "compare_grouped.png").stat().st_size > 1000
     table = capsys.readouterr().out
     assert "neural_statistician" in table and "≈0.60" in table
-    # a second call reuses the finished runs
-    mtime = (out / "metavae" / "checkpoints" / "best.pt").stat().st_mtime
-    assert main([*args, "--models", "metavae"]) == 0
-    assert (out / "metavae" / "checkpoints" / "best.pt").stat().st_mtime == mtime
+    # a second call (here through the library, with its default arguments) reuses the finished runs:
+    # no file of the earlier run is rewritten (no retraining, no new probe or test log-likelihood), nothing moved aside
+    from metavae.config import load_config as _load
+    from metavae.evaluation.compare import run_comparison
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "metavae").rglob("*") if p.is_file()}
+    base = _load(str(demo_config_path()), [(k, v) for k, v in TINY] + [("train.max_steps", 3)])
+    run_comparison(base, ["metavae"], out, mnist_root, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (out / "metavae").rglob("*") if p.is_file()} == stamps
+    assert not list(out.glob("*.replaced-*"))
 
 
 def test_compare_rejects_unknown_model(tmp_path, capsys):

@@ -221,6 +221,11 @@ def test_a_huge_learning_rate_stops_with_the_step_named(tmp_path, capsys, data, 
     assert code == 2
     line = one_line(err, "training diverged at step", "train.lr")
     assert "-inf" not in line and "step -1" not in line
+    last = out / "checkpoints" / "last.pt"
+    if last.exists():
+        assert all_finite(last) and f"{last} (step " in line
+    else:
+        assert "no checkpoint had been written yet" in line
     for ckpt in (out / "checkpoints").glob("*.pt"):
         assert all_finite(ckpt)
 
