@@ -10,7 +10,6 @@ from metavae.models.base import LatentVariableModel
 from metavae.objectives import log_likelihood
 
 
-@torch.no_grad()
 def per_distribution_log_likelihood(
     model: LatentVariableModel, batch: Batch, num_distributions: int, num_importance_samples: int, seed: int
 ) -> Tensor:
@@ -20,14 +19,15 @@ def per_distribution_log_likelihood(
     seeded RNG, so repeated evaluations use the same importance samples and do not disturb the
     caller's random stream.
     """
-    model.eval()
-    chunk = max(1, 20_000 // max(1, batch.x.shape[0]))  # importance samples per pass, bounding memory
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        ll = log_likelihood(model, batch.x, batch.context, num_importance_samples, samples_per_chunk=chunk,
-                            decoder_index=batch.decoder_index, objective="marginal")  # (B,)
-    counts = torch.bincount(batch.decoder_index, minlength=num_distributions)
-    if bool((counts == 0).any()):  # a mean over no examples is undefined, not 0 (which would look best)
-        raise ValueError(f"the batch has no examples of distribution(s) {torch.nonzero(counts == 0).flatten().tolist()}")
-    total = torch.zeros(num_distributions, dtype=ll.dtype).index_add_(0, batch.decoder_index, ll)
-    return total / counts
+    with torch.no_grad():
+        model.eval()
+        chunk = max(1, 20_000 // max(1, batch.x.shape[0]))  # importance samples per pass, bounding memory
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            ll = log_likelihood(model, batch.x, batch.context, num_importance_samples, samples_per_chunk=chunk,
+                                decoder_index=batch.decoder_index, objective="marginal")  # (B,)
+        counts = torch.bincount(batch.decoder_index, minlength=num_distributions)
+        if bool((counts == 0).any()):  # a mean over no examples is undefined, not 0 (which would look best)
+            raise ValueError(f"the batch has no examples of distribution(s) {torch.nonzero(counts == 0).flatten().tolist()}")
+        total = torch.zeros(num_distributions, dtype=ll.dtype).index_add_(0, batch.decoder_index, ll)
+        return total / counts

@@ -36,7 +36,6 @@ from metavae.models.base import LatentVariableModel
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def embed(
     model: LatentVariableModel,
     images: TransformedImages,
@@ -52,15 +51,16 @@ def embed(
 
     Contexts are drawn from the whole part of that distribution.
     """
-    candidates = torch.arange(len(images.part(part)))
-    batch = make_batch(images, part, torch.tensor([distribution]), index[None], candidates, set_size, pool_size, generator)
-    model.eval()
-    codes = [
-        model.representation(batch.x[s : s + chunk], batch.context.select(torch.arange(s, min(s + chunk, len(index)))))
-        for s in range(0, len(index), chunk)
-    ]
-    assert batch.labels is not None
-    return torch.cat(codes).numpy(), batch.labels.numpy()
+    with torch.no_grad():
+        candidates = torch.arange(len(images.part(part)))
+        batch = make_batch(images, part, torch.tensor([distribution]), index[None], candidates, set_size, pool_size, generator)
+        model.eval()
+        codes = [
+            model.representation(batch.x[s : s + chunk], batch.context.select(torch.arange(s, min(s + chunk, len(index)))))
+            for s in range(0, len(index), chunk)
+        ]
+        assert batch.labels is not None
+        return torch.cat(codes).numpy(), batch.labels.numpy()
 
 
 def _fit(codes: np.ndarray, labels: np.ndarray, c: float, max_iter: int, seed: int) -> tuple[Pipeline, bool]:

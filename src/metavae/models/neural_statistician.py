@@ -155,7 +155,7 @@ class NeuralStatistician(LatentVariableModel):
         c_term = self.prior_c(c).log_prob(c) - q_c.log_prob(c)  # (K, B)
         return log_px + p_z.log_prob(z) - q_z.log_prob(z) + weight * c_term
 
-    @torch.no_grad()
     def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:
-        c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
-        return self.posterior_z(x, c).mean
+        with torch.no_grad():
+            c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
+            return self.posterior_z(x, c).mean

@@ -32,7 +32,6 @@ def iwae(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-@torch.no_grad()
 def log_likelihood(
     model: HasLogWeights,
     x: Tensor,
@@ -50,9 +49,10 @@ def log_likelihood(
     ``logsumexp`` over all chunks' log-weights. The context size is a property of ``context``
     and is unrelated to ``num_importance_samples``.
     """
-    k = num_importance_samples
-    chunk = samples_per_chunk or k
-    parts = []
-    for start in range(0, k, chunk):
-        parts.append(torch.logsumexp(model.log_weights(x, context, min(chunk, k - start), **kwargs), dim=0))
-    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(k)
+    with torch.no_grad():
+        k = num_importance_samples
+        chunk = samples_per_chunk or k
+        parts = []
+        for start in range(0, k, chunk):
+            parts.append(torch.logsumexp(model.log_weights(x, context, min(chunk, k - start), **kwargs), dim=0))
+        return torch.logsumexp(torch.stack(parts), dim=0) - math.log(k)

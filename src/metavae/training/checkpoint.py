@@ -40,16 +40,16 @@ def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(v, f"{prefix}[{i}]")
 
 
-@torch.no_grad()
 def first_non_finite(obj: Any) -> str | None:
     """Name of the first floating-point tensor in ``obj`` holding NaN or ±inf, else ``None``.
 
     Tested as ``isfinite(max |t|)``: the maximum propagates NaN and keeps ±inf, so this is exact,
     and it is far cheaper than a full ``isfinite(t).all()`` (it runs after every training step)."""
-    for name, t in _tensors(obj):
-        if t.is_floating_point() and t.numel() and not math.isfinite(float(t.abs().amax())):
-            return name
-    return None
+    with torch.no_grad():
+        for name, t in _tensors(obj):
+            if t.is_floating_point() and t.numel() and not math.isfinite(float(t.abs().amax())):
+                return name
+        return None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
