@@ -193,7 +193,7 @@ class Trainer:
                     raise RunDirectoryError(f"{self.run.last_checkpoint} changed while this run was starting; run the command again")
                 self._restore(payload)
                 self.run.truncate_metrics(self.step_count)  # drop what was logged after that checkpoint
-            elif state == "run":  # resumed before its first checkpoint: start over inside it
+            elif state == "run" and resume:  # resumed before its first checkpoint: start over inside it
                 self.run.truncate_metrics(0)
             self.run.write_config(self.config)
             handler = _attach_log_file(self.run.log_path)
