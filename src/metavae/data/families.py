@@ -87,6 +87,8 @@ class TransformedImages:
 
     def part(self, name: str) -> ImageSplit:
         """``"train"`` or ``"test"`` base images."""
+        if name not in ("train", "test"):
+            raise ValueError(f"unknown part {name!r}: expected 'train' or 'test'")
         return self.train if name == "train" else self.test
 
     def images(self, part: str, distribution: Tensor, index: Tensor) -> Tensor:
