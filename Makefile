@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MUTATION_STAMP := $(VENV)/.installed-mutation
 
-.PHONY: setup data demo test test-slow bench mutate mutate-results clean
+DOCS_STAMP := $(VENV)/.installed-docs
+
+.PHONY: setup data demo test test-slow bench docs mutate mutate-results clean
 
 # torch is pinned to the CPU build first so that the package's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -33,6 +35,15 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
 
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	touch $(DOCS_STAMP)
+
+# The documentation site (quick start, the Task protocol, API reference from the docstrings) into
+# site/; --strict turns every warning (a broken link, a docstring naming a missing parameter) into a failure.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,mutation]"
 	touch $(MUTATION_STAMP)
@@ -50,4 +61,4 @@ mutate-results: $(MUTATION_STAMP)
 	$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info mutants
+	rm -rf $(VENV) build src/*.egg-info mutants site

@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from metavae.config import load_config
 from metavae.errors import MetaVAEError
-from metavae.experiment import build_model, build_task, resolve_data_root
+from metavae.experiments.transformed_images import build_model, build_task, resolve_data_root
 from metavae.objectives import elbo
 from metavae.training.trainer import Trainer
 

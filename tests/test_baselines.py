@@ -8,8 +8,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from conftest import TINY
 from metavae.config import load_config, with_overrides
-from metavae.evaluation.compare import VARIANTS, variant_config
-from metavae.experiment import train
+from metavae.experiments.transformed_images import VARIANTS, train, variant_config
 from metavae.models import MODELS, HomoencoderVampPrior, NeuralStatistician, VariationalHomoencoder
 from metavae.models.base import bernoulli_grey_levels, diagonal_gaussian, standard_normal
 from metavae.models.distributions import DiagonalNormalMixture

@@ -80,11 +80,11 @@ def test_compare_all_models_in_tiny_mode(mnist_root, tmp_path, capsys):
     # a second call (here through the library, with its default arguments) reuses the finished runs:
     # no file of the earlier run is rewritten (no retraining, no new probe or test log-likelihood), nothing moved aside
     from metavae.config import load_config as _load
-    from metavae.evaluation.compare import run_comparison
+    from metavae.experiments.transformed_images import report
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "metavae").rglob("*") if p.is_file()}
     base = _load(str(demo_config_path()), [(k, v) for k, v in TINY] + [("train.max_steps", 3)])
-    run_comparison(base, ["metavae"], out, mnist_root, progress=False)
+    report(base, ["metavae"], out, mnist_root, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "metavae").rglob("*") if p.is_file()} == stamps
     assert not list(out.glob("*.replaced-*"))
 
@@ -92,3 +92,44 @@ def test_compare_all_models_in_tiny_mode(mnist_root, tmp_path, capsys):
 def test_compare_rejects_unknown_model(tmp_path, capsys):
     assert main(["compare", "--models", "metavae,gan", "--out", str(tmp_path)]) == 2
     assert "unknown model 'gan'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_flags_before_or_after_the_command(mnist_root, tmp_path, capsys, where):
+    """``--data-dir`` and ``--quiet`` work on either side of the command name."""
+    out = tmp_path / "run"
+    flags = ["--data-dir", str(mnist_root), "--quiet"]
+    command = ["train", "--out", str(out), *TINY_SET]
+    argv = [*flags, *command] if where == "before" else [*command, *flags]
+    assert main(argv) == 0
+    assert (out / "checkpoints" / "best.pt").exists()  # read the synthetic data: --data-dir reached the command
+    assert "INFO" not in capsys.readouterr().err  # --quiet: no info logging, no progress bar
+
+
+def test_a_flag_after_the_command_overrides_the_one_before(mnist_root, tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path / "nothing-here"), "train", "--data-dir", str(mnist_root), "--out",
+                 str(tmp_path / "run"), "--quiet", *TINY_SET]) == 0
+    assert main(["--data-dir", str(mnist_root), "train", "--data-dir", str(tmp_path / "nothing-here"), "--out",
+                 str(tmp_path / "run2"), "--quiet", *TINY_SET]) == 2
+    assert "missing data file" in capsys.readouterr().err
+
+
+def test_data_command_takes_data_dir_after_the_command(tmp_path, capsys):
+    """``metavae data mnist --data-dir X`` uses X: here a file, so the command stops (before any download)
+    naming it; with the flag ignored it would have used ./data."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    assert main(["data", "mnist", "--data-dir", str(blocker)]) == 2
+    assert f"{blocker} is a file" in capsys.readouterr().err
+
+
+def test_train_without_a_config_uses_the_defaults_plus_set(mnist_root, tmp_path):
+    """No CONFIG: the paper defaults (rotate / sparse, MetaVAE), changed only by --set."""
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(mnist_root), "--out", str(out), "--no-progress", *TINY_SET,
+                 "--set", "data.family=shear"]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["family"] == "shear" and saved["data"]["split"] == "sparse"
+    assert saved["model"]["name"] == "metavae" and saved["train"]["epochs"] == 100 and saved["train"]["max_steps"] == 6

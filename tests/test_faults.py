@@ -604,7 +604,7 @@ def test_a_second_training_into_the_same_directory_is_refused_and_a_dead_lock_is
 # ---------------------------------------------------------------------- the error path itself
 def test_usage_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["train"])
+        main(["probe"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "required" in err

@@ -22,10 +22,9 @@ from torch import nn
 from conftest import TINY
 from metavae.config import load_config
 from metavae.data.context import Context
-from metavae.data.image_task import Batch
+from metavae.data.task import Batch
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
-from metavae.evaluation.probe import run_probe
-from metavae.experiment import build_model, build_task, measure_test_log_likelihood, train
+from metavae.experiments.transformed_images import build_model, build_task, measure_test_log_likelihood, run_probe, train
 from metavae.models import MetaVAE
 from metavae.training.checkpoint import load_checkpoint, save_checkpoint
 from metavae.training.trainer import Trainer
@@ -363,7 +362,7 @@ def test_probe_fits_on_train_codes_scores_on_test_codes_and_invariance_uses_the_
     root = make_marker_root(tmp_path / "data")
     config = _config()
     registry: list[_RecordingClassifier] = []
-    monkeypatch.setattr("metavae.evaluation.probe.make_pipeline",
+    monkeypatch.setattr("metavae.evaluation.linear_probe.make_pipeline",
                         lambda *steps, **kw: _RecordingClassifier(registry, real_make_pipeline(*steps, **kw)))
     result = run_probe(config, _MarkerCodes(), build_task(config, root))
 

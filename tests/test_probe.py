@@ -6,8 +6,7 @@ import pytest
 
 from conftest import TINY
 from metavae.config import load_config, with_overrides
-from metavae.evaluation.probe import run_probe
-from metavae.experiment import load_run, train
+from metavae.experiments.transformed_images import load_run, run_probe, train
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY
 from metavae.config import load_config
 from metavae.errors import CheckpointError, ConfigError
-from metavae.experiment import load_run, train
+from metavae.experiments.transformed_images import load_run, train
 from metavae.training.checkpoint import load_checkpoint, save_checkpoint
 from metavae.training.trainer import Trainer
 

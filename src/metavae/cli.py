@@ -20,9 +20,9 @@ from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import ensure_mnist, fetch_mnist
 from metavae.errors import ConfigError, MetaVAEError
-from metavae.evaluation.compare import VARIANTS, format_compare_table, run_comparison
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.experiment import probe_run, resolve_data_root, train
+from metavae.experiments import resolve_data_root
+from metavae.experiments import transformed_images as images
 from metavae.files import describe_os_error
 
 log = logging.getLogger("metavae")
@@ -40,6 +40,10 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(args.config, overrides)
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    return not (args.no_progress or args.quiet)
+
+
 def _default_out(config: ExperimentConfig) -> Path:
     return Path("runs") / f"{config.name}_{config.model_name}"
 
@@ -54,8 +58,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out) if args.out else _default_out(config)
-    result = train(config, out, resolve_data_root(args.data_dir), resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+    result = images.train(config, out, resolve_data_root(args.data_dir), resume=args.resume, overwrite=args.overwrite,
+                          progress=_progress(args))
     print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation IWAE {result.best_val:.2f} "
           f"at step {result.best_step}; run directory {out}")
     return 0
@@ -74,7 +78,7 @@ def format_probe_table(result: dict) -> str:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    result = probe_run(run_dir, resolve_data_root(args.data_dir), args.set)
+    result = images.evaluate(run_dir, resolve_data_root(args.data_dir), args.set)
     print(format_probe_table(result))
     print(f"wrote {run_dir / 'probe.json'} and {run_dir / 'probe.png'}")
     return 0
@@ -87,9 +91,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(demo_config_path(), parse_overrides(args.set or []))
     out = Path(args.out)
     print(f"[demo] training MetaVAE on {config.data.family}/{config.data.split} (CPU preset) into {out}")
-    fit = train(config, out, data_root, resume=not args.overwrite, overwrite=args.overwrite, progress=not args.no_progress)
+    fit = images.train(config, out, data_root, resume=not args.overwrite, overwrite=args.overwrite, progress=_progress(args))
     print(f"[demo] {fit.step} steps; best validation IWAE {fit.best_val:.2f} (step {fit.best_step}); probing held-out values")
-    result = probe_run(out, data_root)
+    result = images.evaluate(out, data_root)
     minutes = (time.perf_counter() - start) / 60
     print(format_probe_table(result))
     print(f"[demo] done in {minutes:.1f} min: {out}/probe.json, {out}/probe.png, {out}/metrics.jsonl, {out}/checkpoints/")
@@ -99,15 +103,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     args.config = args.config or str(demo_config_path())
     base = _config_from_args(args)
-    variants = args.models.split(",") if args.models else list(VARIANTS)
+    variants = args.models.split(",") if args.models else list(images.VARIANTS)
     for v in variants:
-        if v not in VARIANTS:
-            raise ConfigError(f"--models: unknown model {v!r}; choose from {', '.join(VARIANTS)}")
+        if v not in images.VARIANTS:
+            raise ConfigError(f"--models: unknown model {v!r}; choose from {', '.join(images.VARIANTS)}")
     out = Path(args.out) if args.out else Path("runs") / f"compare_{base.data.family}_{base.data.split}"
     data_root = resolve_data_root(args.data_dir)
     ensure_mnist(data_root)
-    result = run_comparison(base, variants, out, data_root, progress=not args.no_progress, overwrite=args.overwrite)
-    print(format_compare_table(result))
+    result = images.report(base, variants, out, data_root, progress=_progress(args), overwrite=args.overwrite)
+    print(images.format_compare_table(result))
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0
 
@@ -119,21 +123,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options every command takes, before or after the command's name.
+
+    On the subcommands their default is ``SUPPRESS``, so a value given before the command is not
+    reset by the subcommand's parser; given after it, it takes precedence.
+    """
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--data-dir", default=default(None), help="data root (default $METAVAE_DATA or ./data)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="only warnings and errors; no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logging")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="print the traceback of internal errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metavae", description="Meta-amortized variational inference (MetaVAE).")
     parser.add_argument("--version", action="version", version=f"metavae {__version__}")
-    parser.add_argument("--data-dir", default=None, help="data root (default $METAVAE_DATA or ./data)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of internal errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("data", help="obtain and verify a data set")
+    def command(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kwargs)
+        _global_options(p, suppress=True)
+        return p
+
+    p = command("data", help="obtain and verify a data set")
     p.add_argument("dataset", choices=["mnist"])
     p.add_argument("--root", default=None, help="data root (default: --data-dir)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("config")
+    p = command("train", help="train a model from a YAML config, or from the paper defaults plus --set")
+    p.add_argument("config", nargs="?", default=None,
+                   help="experiment config (YAML); without it the defaults (MNIST rotate/sparse, MetaVAE, the paper's sizes and "
+                        "100 epochs) with the --set overrides")
     p.add_argument("--split", default=None, help="override data.split (interleaved, sparse, contiguous)")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>_<model>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
@@ -141,14 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("probe", help="linear probe of a trained run on its held-out values")
+    p = command("probe", help="linear probe of a trained run on its held-out values")
     p.add_argument("run_dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a probe key, e.g. probe.train_examples=10000")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("compare", help="train and probe every model on one family/split; table + overlaid bar chart")
+    p = command("compare", help="train and probe every model on one family/split; table + overlaid bar chart")
     p.add_argument("config", nargs="?", default=None, help="experiment config (default: the CPU demo preset)")
-    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(images.VARIANTS)}")
     p.add_argument("--split", default=None, help="override data.split")
     p.add_argument("--out", default=None, help="output directory (default runs/compare_<family>_<split>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every model")
@@ -156,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
+    p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset key")
     p.add_argument("--overwrite", action="store_true", help="move an earlier demo run in --out aside and start afresh "
@@ -179,7 +202,8 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except MetaVAEError as exc:

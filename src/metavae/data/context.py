@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+__all__ = ["Context", "as_context", "sample_without_replacement", "subset_index", "pool_rows"]
+
 
 @dataclass(frozen=True)
 class Context:
@@ -54,15 +56,20 @@ def as_context(context: Tensor | Context) -> Context:
 
 
 def sample_without_replacement(
-    num_rows: int, population: int, k: int, generator: torch.Generator | None = None
+    num_rows: int, population: int, k: int, generator: torch.Generator | None = None, counts: Tensor | None = None
 ) -> Tensor:
-    """``(num_rows, k)`` indices; each row a uniform random k-subset of ``range(population)``.
+    """``(num_rows, k)`` indices; row r a uniform random k-subset of ``range(counts[r])``.
 
-    One batched ``topk`` over uniform keys (no per-row permutations).
+    ``counts: (num_rows,)`` gives ragged populations (default: ``population`` for every row).
+    One batched ``topk`` over uniform keys (no per-row permutations); positions at or beyond a
+    row's count get key −1, below every valid key, so they are never among the k largest.
     """
-    if k > population:
-        raise ValueError(f"cannot draw {k} distinct items from {population}")
+    smallest = population if counts is None else int(counts.min())
+    if k > smallest:
+        raise ValueError(f"cannot draw {k} distinct items from {smallest}")
     keys = torch.rand(num_rows, population, generator=generator)
+    if counts is not None:
+        keys.masked_fill_(torch.arange(population) >= counts.unsqueeze(1), -1.0)
     return keys.topk(k, dim=1, sorted=False).indices
 
 

@@ -1,71 +1,31 @@
-"""Batches of a transformed-image meta-split: queries, context sets and decoder indices."""
+"""Transformed images as a :class:`~metavae.data.task.Task`: the paper's MNIST meta-splits.
+
+Every transformation value of a family (rotate, scale, shear) is one distribution: base images
+under that transformation, transformed on the fly. Its ``"train"`` part is the transformed train
+images, its ``"test"`` part the transformed test images. The meta-split's training values get
+decoders ``0 … D−1`` in grid order; the other values are held out. Distribution names are
+``"<family>=<value>"``, e.g. ``"rotate=-160"``.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from metavae.config import DataConfig, TrainConfig
-from metavae.data.context import Context, pool_rows, sample_without_replacement, subset_index
+from metavae.data.context import sample_without_replacement
 from metavae.data.families import GRIDS, TransformedImages, split_values
 from metavae.data.mnist import ImageSplit, load_split
+from metavae.data.task import HELD_OUT, Batch, Part, check_batch_sizes, sample_batch
 from metavae.errors import ConfigError
 
+if TYPE_CHECKING:
+    from metavae.config import DataConfig, TrainConfig
 
-@dataclass(frozen=True)
-class Batch:
-    """``x: (B, *event)``, ``context`` with B sets, ``decoder_index: (B,)``, ``labels: (B,)``."""
-
-    x: Tensor
-    context: Context
-    decoder_index: Tensor
-    labels: Tensor | None = None
-
-
-def make_batch(
-    images: TransformedImages,
-    part: str,
-    distributions: Tensor,
-    query: Tensor,
-    candidates: Tensor,
-    set_size: int,
-    pool_size: int,
-    generator: torch.Generator,
-    decoder_index: Tensor | None = None,
-) -> Batch:
-    """One batch over G distributions, B queries each, contexts from the same distribution and part.
-
-    Args:
-        images: the family.
-        part: ``"train"`` or ``"test"`` base images.
-        distributions: ``(G,)`` grid indices of the distributions.
-        query: ``(G, B)`` base-image indices of the queries.
-        candidates: ``(n_c,)`` base-image indices contexts are drawn from.
-        set_size: N, the context size.
-        pool_size: P > 0 → a pool of P candidates per distribution, each example's context a
-            uniform N-subset of it; 0 → disjoint per-example contexts (B·N distinct candidates).
-        decoder_index: ``(G,)`` decoder of each distribution (default ``arange(G)``).
-
-    Contexts are drawn independently of the queries, so a query can (rarely: with probability
-    about ``set_size / n_c`` per example) appear in its own context set.
-    """
-    g, b = query.shape
-    rows = pool_rows(pool_size, b, set_size)
-    if rows > candidates.numel():
-        raise ConfigError(
-            f"context sampling needs {rows} distinct images per distribution but only {candidates.numel()} are "
-            "available: lower the pool size or the batch size"
-        )
-    pool = candidates[sample_without_replacement(g, candidates.numel(), rows, generator)]  # (G, rows)
-    index = subset_index(g, b, pool_size, set_size, generator)  # (G·B, N)
-    x = images.images(part, distributions.repeat_interleave(b), query.reshape(-1))  # (G·B, 1, H, W)
-    elements = images.images(part, distributions.repeat_interleave(rows), pool.reshape(-1))  # (G·rows, 1, H, W)
-    dec = torch.arange(g) if decoder_index is None else decoder_index
-    return Batch(x, Context(elements, index), dec.repeat_interleave(b), images.labels(part, query.reshape(-1)))
+__all__ = ["ImageFamilyTask", "load_images"]
 
 
 @lru_cache(maxsize=4)
@@ -79,10 +39,12 @@ def load_images(config: DataConfig, root: str | os.PathLike[str]) -> tuple[Image
 
 
 class ImageFamilyTask:
-    """The training side of a meta-split: train batches and fixed validation batches.
+    """A family/meta-split of transformed images (:class:`~metavae.data.task.Task`).
 
     Training distributions get decoders ``0 … D−1`` in grid order. The validation data is
-    ``validation_size`` images held out of the train part (default), or the test part.
+    ``validation_size`` images held out of the train part (default; the same base images for
+    every distribution, never used as training queries), or the first ``validation_size`` images
+    of the test part. Batches are ``x: (B, 1, H, W)`` floats in [0, 1] with digit labels.
     """
 
     def __init__(self, config: DataConfig, train: ImageSplit, test: ImageSplit, seed: int = 0) -> None:
@@ -114,26 +76,27 @@ class ImageFamilyTask:
     def event_shape(self) -> tuple[int, ...]:
         return self.images.image_shape
 
+    @property
+    def context_size(self) -> int:
+        return self.config.context_size
+
+    def name(self, value: float) -> str:
+        """The distribution name of a transformation value, e.g. ``"rotate=-160"``."""
+        return f"{self.config.family}={value:g}"
+
     def distribution_names(self) -> list[str]:
-        return [f"{self.config.family}={self.images.values[int(d)]:g}" for d in self.train_distributions]
+        return [self.name(self.images.values[int(d)]) for d in self.train_distributions]
+
+    def held_out_names(self) -> list[str]:
+        return [self.name(self.images.values[int(d)]) for d in self.held_out_distributions]
 
     def check(self, train: TrainConfig) -> None:
         """Refuse (:class:`ConfigError`) training settings this data cannot serve, before any training."""
-        n_train, n_val, n = self.train_index.numel(), self.val_index.numel(), self.config.context_size
+        n_train, n_val = self.train_index.numel(), self.val_index.numel()
         if n_train == 0:
             raise ConfigError(f"config key 'data.validation_size': {self.config.validation_size} leaves no training images "
                               f"(the train part has {n_train + n_val}); choose a smaller value")
-        self.batches_per_epoch(train.batch_size)
-        rows = pool_rows(train.context_pool_size, train.batch_size, n)
-        if rows > n_train:
-            key = "train.context_pool_size" if train.context_pool_size else "train.batch_size"
-            raise ConfigError(f"config key '{key}': the training contexts need {rows} distinct images per distribution "
-                              f"but there are {n_train}; choose a smaller value")
-        rows = pool_rows(train.val_pool_size, min(train.val_examples, n_val), n)
-        if rows > n_val:
-            key = "train.val_pool_size" if train.val_pool_size else "train.val_examples"
-            raise ConfigError(f"config key '{key}': the validation contexts need {rows} distinct images per distribution "
-                              f"but there are {n_val} validation images; choose a smaller value")
+        check_batch_sizes(train, n_train, n_val, self.context_size)
 
     def batches_per_epoch(self, batch_size: int) -> int:
         if batch_size > self.train_index.numel():
@@ -149,21 +112,47 @@ class ImageFamilyTask:
             self._epoch = (epoch, order)
         return self._epoch[1]
 
+    def _fetch(self, part: str):
+        def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+            return self.images.images(part, distribution, index), self.images.labels(part, index)
+        return fetch
+
     def train_batch(self, epoch: int, step_in_epoch: int, batch_size: int, pool_size: int, generator: torch.Generator) -> Batch:
         """Batch ``step_in_epoch`` of ``epoch``: ``batch_size`` queries from every training distribution."""
         order = self._epoch_order(epoch)[:, step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]
         query = self.train_index[order]  # (D, B)
-        return make_batch(self.images, "train", self.train_distributions, query, self.train_index,
-                          self.config.context_size, pool_size, generator)
+        return sample_batch(self._fetch("train"), self.train_distributions, query, self.train_index,
+                            self.context_size, pool_size, generator)
 
-    def evaluation_batch(self, part: str, index: Tensor, num_examples: int, pool_size: int) -> Batch:
+    def _fixed_batch(self, part: str, index: Tensor, num_examples: int, pool_size: int) -> Batch:
         """A fixed batch (same seed every call) of ``num_examples`` images per training distribution,
-        drawn from images ``index`` of ``part``, with contexts from the same images.
-
-        Validation: ``(self.val_part, self.val_index)``; test log-likelihood: ``("test", all)``.
-        """
+        drawn from images ``index`` of ``part``, with contexts from the same images."""
         gen = torch.Generator().manual_seed(self.seed + 7919)
         n = min(num_examples, index.numel())
         query = index[sample_without_replacement(self.num_decoders, index.numel(), n, gen)]
-        return make_batch(self.images, part, self.train_distributions, query, index,
-                          self.config.context_size, pool_size, gen)
+        return sample_batch(self._fetch(part), self.train_distributions, query, index, self.context_size, pool_size, gen)
+
+    def validation_batch(self, num_examples: int, pool_size: int) -> Batch:
+        return self._fixed_batch(self.val_part, self.val_index, num_examples, pool_size)
+
+    def test_batch(self, num_examples: int, pool_size: int) -> Batch:
+        return self._fixed_batch("test", torch.arange(len(self.images.test)), num_examples, pool_size)
+
+    def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
+                           generator: torch.Generator) -> Batch:
+        """Up to ``num_examples`` images of one value's ``part`` (a uniform random subset, in index
+        order; ``None``: all), labelled, contexts from the whole part of that value (a pool of at most
+        ``pool_size`` of its images)."""
+        grid = self.images.values
+        names = [self.name(v) for v in grid]
+        if name not in names:
+            raise ValueError(f"name: {name!r} is not a distribution of this task; expected one of {names}")
+        dist = names.index(name)
+        n = len(self.images.part(part))
+        index = torch.arange(n)
+        if num_examples is not None and num_examples < n:
+            index = torch.randperm(n, generator=generator)[:num_examples].sort().values
+        trained = (self.train_distributions == dist).nonzero().flatten()
+        decoder = torch.tensor([int(trained[0]) if trained.numel() else HELD_OUT])
+        return sample_batch(self._fetch(part), torch.tensor([dist]), index[None], torch.arange(n), self.context_size,
+                            min(pool_size, n), generator, decoder_index=decoder)

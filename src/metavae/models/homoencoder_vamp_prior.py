@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from metavae.configuration import require_positive
+from metavae.config.loading import require_positive
 from metavae.models.distributions import DiagonalNormalMixture
 from metavae.models.homoencoder import VariationalHomoencoder
 from metavae.models.neural_statistician import NeuralStatisticianConfig

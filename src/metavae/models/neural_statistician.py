@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from metavae.configuration import require_positive
+from metavae.config.loading import require_positive
 from metavae.data.context import Context, as_context
 from metavae.models.base import (
     LatentVariableModel,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from metavae.configuration import require_positive
+from metavae.config.loading import require_positive
 from metavae.data.context import Context
 from metavae.models.base import (
     LatentVariableModel,

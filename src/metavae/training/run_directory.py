@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from metavae import __version__
-from metavae.config import ExperimentConfig, save_config
+from metavae.config import RunConfig, save_config
 from metavae.errors import ConfigError, RunDirectoryError
 from metavae.files import atomic_write_json, atomic_write_text, describe_os_error
 
@@ -174,7 +174,7 @@ class RunDirectory:
         self._lock_fd = None
 
     # ------------------------------------------------------------------ files
-    def write_config(self, config: ExperimentConfig) -> None:
+    def write_config(self, config: RunConfig) -> None:
         save_config(config, self.config_path)
 
     def append_metrics(self, record: dict[str, Any]) -> None:

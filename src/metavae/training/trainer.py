@@ -31,16 +31,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metavae.config import ExperimentConfig, experiment_from_dict, load_config, resume_conflict
-from metavae.data.image_task import Batch, ImageFamilyTask
+from metavae.config import RunConfig, TrainConfig, TrainingRun, read_config_file, resume_conflict
+from metavae.data.task import Batch, Task
 from metavae.errors import ConfigError, DivergenceError, MetaVAEError, RunDirectoryError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
-from metavae.models.base import LatentVariableModel
 from metavae.objectives import elbo
 from metavae.training.checkpoint import RESUME_KEYS, first_non_finite, load_checkpoint, load_model_state, save_checkpoint
 from metavae.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Trainer", "FitResult"]
 
 
 @dataclass
@@ -52,17 +53,28 @@ class FitResult:
 
 
 class Trainer:
-    """Train ``model`` on ``task`` as ``config.train`` says, writing into ``run_dir``.
+    """Train ``model`` on any :class:`~metavae.data.task.Task` as ``config`` says, writing into ``run_dir``.
+
+    Args:
+        model: anything with the seam ``log_weights(x, context, num_samples, decoder_index=…,
+            objective=…) → (num_samples, B)`` (every :class:`~metavae.models.LatentVariableModel`).
+        task: the family of distributions: training and validation batches.
+        config: a :class:`~metavae.config.TrainConfig` (a run started from Python: the task's
+            names and event shape and the model's class are recorded beside it), or a whole run
+            config such as :class:`~metavae.config.ExperimentConfig` (the command line's).
+        run_dir: the run directory.
 
     Files: see :class:`~metavae.training.run_directory.RunDirectory` (``config.yaml``,
     ``metrics.jsonl``, ``train.log``, ``checkpoints/{last,best}.pt``). Constructing a trainer
-    touches no file; :meth:`fit` claims the run directory.
+    touches no file; :meth:`fit` checks the task against the settings, then claims the run directory.
     """
 
-    def __init__(self, model: LatentVariableModel, task: ImageFamilyTask, config: ExperimentConfig, run_dir: Path) -> None:
+    def __init__(self, model: torch.nn.Module, task: Task, config: RunConfig | TrainConfig, run_dir: str | Path) -> None:
+        if isinstance(config, TrainConfig):
+            config = TrainingRun(config, task=describe_task(task), model={"class": type(model).__name__})
         self.model = model
         self.task = task
-        self.config = config
+        self.config: RunConfig = config
         self.train_cfg = config.train
         self.run = RunDirectory(run_dir)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.train_cfg.lr)
@@ -97,7 +109,7 @@ class Trainer:
             if bad is not None:
                 self._diverged(f"parameter {bad} became non-finite after the optimizer step")
             return {"loss": value}
-        per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,
+        per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,  # type: ignore[arg-type]
                                                    self.train_cfg.val_importance_samples, self.train_cfg.seed + 1)
         names = self.task.distribution_names()
         if not bool(torch.isfinite(per_dist).all()):
@@ -138,12 +150,13 @@ class Trainer:
         if path.is_file():
             payload = load_checkpoint(path, RESUME_KEYS)
             try:
-                saved = experiment_from_dict(payload["config"])
+                saved = type(self.config).from_dict(payload["config"])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: its stored config is not valid for this metavae ({exc})") from None
             source = str(path)
         elif self.run.config_path.is_file():  # killed before its first checkpoint: the config must still agree
-            payload, saved, source = None, load_config(self.run.config_path), str(self.run.config_path)
+            payload, source = None, str(self.run.config_path)
+            saved = type(self.config).from_dict(read_config_file(self.run.config_path))
         else:
             return None
         conflict = resume_conflict(saved, self.config)
@@ -170,8 +183,7 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         if self._val_batch is None:
-            self._val_batch = self.task.evaluation_batch(self.task.val_part, self.task.val_index,
-                                                         self.train_cfg.val_examples, self.train_cfg.val_pool_size)
+            self._val_batch = self.task.validation_batch(self.train_cfg.val_examples, self.train_cfg.val_pool_size)
         return self.step(self._val_batch, "val")
 
     # ---------------------------------------------------------------- the loop
@@ -182,6 +194,7 @@ class Trainer:
         ``overwrite``: move an earlier run in the directory aside and start afresh. Without
         either, a directory holding a run is refused (:class:`~metavae.errors.RunDirectoryError`).
         """
+        self.task.check(self.train_cfg)
         state = self.run.inspect(resume=resume, overwrite=overwrite)
         payload = self._resumable_payload() if state == "run" and resume else None
         signature = _file_signature(self.run.last_checkpoint) if payload is not None else None
@@ -197,6 +210,8 @@ class Trainer:
                 self.run.truncate_metrics(0)
             self.run.write_config(self.config)
             handler = _attach_log_file(self.run.log_path)
+            if self.train_cfg.num_threads:
+                torch.set_num_threads(self.train_cfg.num_threads)
             return self._loop(progress)
         except MetaVAEError as exc:  # the reason a run stopped belongs in its log (the CLI prints it once)
             if handler is not None:
@@ -242,6 +257,12 @@ class Trainer:
                 if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
                     self._save(self.run.last_checkpoint)
         return FitResult(self.step_count, self.best_val, self.best_step, time.perf_counter() - start)
+
+
+def describe_task(task: Task) -> dict[str, Any]:
+    """What a run started from Python records of its task (and checks on resume)."""
+    return {"class": type(task).__name__, "event_shape": list(task.event_shape), "context_size": task.context_size,
+            "distributions": list(task.distribution_names()), "held_out": list(task.held_out_names())}
 
 
 def _file_signature(path: Path) -> tuple[int, int] | None:

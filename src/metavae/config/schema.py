@@ -7,18 +7,14 @@ Data roots never appear in configs: they come from ``--data-dir`` / ``$METAVAE_D
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-import yaml
-
-from metavae.configuration import from_dict, parse_yaml, require, to_dict
+from metavae.config.loading import flatten, from_dict, read_config_file, require, set_dotted, to_dict
 from metavae.data.families import FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
-from metavae.files import atomic_write_text
-from metavae.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -160,6 +156,59 @@ class ExperimentConfig:
         full = self.to_dict()
         return {k: full[k] for k in ("data", "model", "train")}
 
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
+        """Validate a whole config dict (a YAML file's content): :func:`experiment_from_dict`."""
+        return experiment_from_dict(raw)
+
+
+class RunConfig(Protocol):
+    """What the one :class:`~metavae.training.Trainer` needs of a run's configuration.
+
+    :class:`ExperimentConfig` (the transformed-image experiments) and :class:`TrainingRun` (a run
+    started from Python) implement it; each later experiment set's config does too.
+    """
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, as plain data: written to ``config.yaml`` and into every checkpoint."""
+        ...
+
+    def training_dict(self) -> dict[str, Any]:
+        """The part that determines training: a resumed run must agree on it (but :data:`RESUMABLE_KEYS`)."""
+        ...
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        """Re-validate :meth:`to_dict`'s output (as read back from a checkpoint or ``config.yaml``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """The configuration of a run started from Python (``Trainer(model, task, TrainConfig(...), run_dir)``).
+
+    ``task`` and ``model`` describe what is trained (the task's distributions and event shape, the
+    model's class): both are recorded in ``config.yaml`` and in checkpoints, and a resumed run must
+    agree with them, as it must with every ``train`` key but :data:`RESUMABLE_KEYS`.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def training_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TrainingRun:
+        return from_dict(cls, raw)
+
 
 #: keys that may differ when a run is resumed: they change neither the model nor the data nor the
 #: path of the parameters, only how long training goes on and how often it reports and saves
@@ -167,7 +216,7 @@ RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.num_threads", "train
                   "train.checkpoint_every", "train.loss_limit")
 
 
-def resume_conflict(saved: ExperimentConfig, given: ExperimentConfig) -> str | None:
+def resume_conflict(saved: RunConfig, given: RunConfig) -> str | None:
     """``None`` if a run trained with ``saved`` may continue under ``given``, else a sentence
     naming the first differing key that blocks it (``data.*``, ``model.*``, other ``train.*``)."""
     old, new = dict(flatten(saved.training_dict())), dict(flatten(given.training_dict()))
@@ -180,6 +229,8 @@ def resume_conflict(saved: ExperimentConfig, given: ExperimentConfig) -> str | N
 
 def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a whole config dict (the YAML's content) into an :class:`ExperimentConfig`."""
+    from metavae.models import MODELS  # here, not at the top: the models import this package's loading helpers
+
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a config must be a mapping with sections data, model, train, probe, evaluation; got {raw!r}")
     raw = dict(raw)
@@ -200,62 +251,12 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     return replace(base, model=model_cfg, model_name=name)
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {key}: not a dotted key such as train.lr")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
-    """``["train.epochs=5", …]`` → ``[("train.epochs", 5), …]`` (values parsed as YAML)."""
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
-        key, text = item.split("=", 1)
-        out.append((key.strip(), parse_yaml(text, f"--set {item!r}")))
-    return out
-
-
-def load_config(path: str | Path | None, overrides: list[tuple[str, Any]] = ()) -> ExperimentConfig:  # type: ignore[assignment]
-    """Read a YAML config (or start from defaults if ``path`` is None) and apply overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist (shipped configs are under configs/)")
-        if path.is_dir():
-            raise ConfigError(f"config file {path} is a directory: give the path of a YAML file in it")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): give a YAML file") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
-        raw = parse_yaml(text, str(path)) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config file must hold a mapping with sections data, model, train, probe; got {raw!r}")
+def load_config(path: str | Path | None, overrides: Sequence[tuple[str, Any]] = ()) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults if ``path`` is None) and apply dotted overrides."""
+    raw = read_config_file(path) if path is not None else {}
     for key, value in overrides:
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return experiment_from_dict(raw)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested dict → dotted ``(key, value)`` pairs (the form of ``--set`` overrides)."""
-    out: list[tuple[str, Any]] = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.extend(flatten(value, f"{prefix}{key}."))
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def with_overrides(config: ExperimentConfig, overrides: list[tuple[str, Any]]) -> ExperimentConfig:
@@ -263,6 +264,3 @@ def with_overrides(config: ExperimentConfig, overrides: list[tuple[str, Any]]) -
     return load_config(None, [*flatten(config.to_dict()), *overrides])
 
 
-def save_config(config: ExperimentConfig, path: Path) -> None:
-    """Write the resolved config as YAML, atomically."""
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -18,12 +18,14 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from metavae.errors import ConfigError
+from metavae.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -201,3 +203,65 @@ def require_positive(config: Any, section: str, *names: str) -> None:
         value = getattr(config, name)
         ok = all(v > 0 for v in value) if isinstance(value, tuple) else value > 0
         require(ok, f"{section}.{name}", f"must be positive, got {value}")
+
+
+# --------------------------------------------------------------------------- files and overrides
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``key = "a.b"``, creating sections as needed."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: not a dotted key such as train.lr")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["train.epochs=5", …]`` → ``[("train.epochs", 5), …]`` (values parsed as YAML 1.2)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        key, text = item.split("=", 1)
+        out.append((key.strip(), parse_yaml(text, f"--set {item!r}")))
+    return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dict → dotted ``(key, value)`` pairs (the form of ``--set`` overrides)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (an empty file is ``{}``); every failure is a :class:`ConfigError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist (shipped configs are under configs/)")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory: give the path of a YAML file in it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): give a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    raw = parse_yaml(text, str(path)) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of sections (data, model, train, …); got {raw!r}")
+    return raw
+
+
+def save_config(config: Any, path: Path) -> None:
+    """Write ``config.to_dict()`` (or a plain mapping) as YAML, atomically."""
+    tree = config if isinstance(config, Mapping) else config.to_dict()
+    atomic_write_text(path, yaml.safe_dump(to_dict(tree), sort_keys=False))

@@ -1,0 +1,57 @@
+"""What every experiment set shares: the data root, building a registered model within memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metavae.data.mnist import default_data_root
+from metavae.data.task import Task
+from metavae.errors import ConfigError
+from metavae.models import MODELS, LatentVariableModel
+
+__all__ = ["resolve_data_root", "build_registered_model"]
+
+
+def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``--data-dir`` if given, else ``$METAVAE_DATA``, else ``./data``."""
+    return Path(data_dir) if data_dir is not None else default_data_root()
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def build_registered_model(name: str, config: Any, task: Task, seed: int) -> LatentVariableModel:
+    """``MODELS[name].from_config(config, task.event_shape, task.num_decoders)``, initialised from ``seed``.
+
+    The model is first laid out on the ``meta`` device (no memory) to count its parameters:
+    sizes whose training state (parameters, gradients and Adam's two moments, float32) would
+    not fit in this machine's memory are refused with a :class:`ConfigError` before allocating.
+    """
+    cls = MODELS[name]
+    try:
+        with torch.device("meta"):
+            layout = cls.from_config(config, task.event_shape, task.num_decoders)
+        count = sum(p.numel() for p in layout.parameters())
+    except RuntimeError:  # even the layout overflows: a tensor of more than 2**63 bytes
+        count = None
+    have = _memory_bytes()
+    if count is None or (have is not None and 4 * 4 * count > have):
+        sizes = ", ".join(f"model.{f}={getattr(config, f)}" for f in getattr(config, "__dataclass_fields__", {})
+                          if not isinstance(getattr(config, f), str))
+        what = "more than 2**63 bytes" if count is None else f"{count:,} parameters ({16 * count / 2**30:.1f} GiB to train)"
+        raise ConfigError(f"model '{name}' with {sizes} needs {what}, more than this machine's "
+                          f"{(have or 0) / 2**30:.1f} GiB of memory; choose smaller sizes")
+    torch.manual_seed(seed)
+    try:
+        return cls.from_config(config, task.event_shape, task.num_decoders)
+    except (RuntimeError, MemoryError) as exc:
+        raise ConfigError(f"model '{name}' cannot be built with these sizes ({' '.join(str(exc).split())[:200]}); "
+                          "choose smaller model sizes") from None
