@@ -39,7 +39,9 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(code, "docs/quickstart.md", "exec"), {"__name__": "__quickstart__"})
     printed = capsys.readouterr().out
     accuracy = float(re.search(r"mean held-out probe accuracy: ([0-9.]+)", printed).group(1))
-    assert accuracy > 0.6  # chance is 0.1; the digits stay readable off the codes of unseen noise levels
+    # measured 0.84 (probe of the untrained network: 0.54; chance 0.1): the digit stays readable off the
+    # codes of the unseen noise levels, and training is what makes it so
+    assert accuracy > 0.7
     assert (tmp_path / "runs" / "quickstart" / "checkpoints" / "best.pt").is_file()
 
 
@@ -54,10 +56,10 @@ def test_the_example_uses_only_top_level_imports():
 @needs_mnist
 def test_the_example_trains_on_its_own_family_and_probes_held_out_members(tmp_path, capsys):
     module = runpy.run_path(str(REPO / "examples" / "byo_family.py"))
-    result = module["main"](["--steps", "150", "--per-distribution", "1500", "--probe-examples", "600", "--hidden", "200",
+    result = module["main"](["--steps", "600", "--per-distribution", "3000", "--probe-examples", "2000",
                              "--data-dir", str(DATA), "--out", str(tmp_path / "run")])
-    assert set(result["per_distribution"]) == {"grating 45°", "grating 112°"}  # the held-out backgrounds 2 and 5 of 8
-    assert result["mean_accuracy"] > 0.6
+    assert set(result["per_distribution"]) == {"scanner 2", "scanner 5"}  # the held-out scanners
+    assert result["mean_accuracy"] > 0.6  # measured 0.68; the untrained network's codes give 0.47, chance 0.1
     assert "mean held-out probe accuracy" in capsys.readouterr().out
 
 

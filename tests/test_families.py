@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -98,3 +100,60 @@ def test_shear_matrix_is_inverse_of_paper_forward_map():
     theta = inverse_matrices("shear", phi)
     torch.testing.assert_close(theta[:, :, :2] @ forward, torch.eye(2, dtype=torch.float64).expand(5, 2, 2))
     assert theta[:, :, 2].abs().max() == 0  # about the image centre
+
+
+# --------------------------------------------------------------------------- non-square images and bad input
+def test_rotation_of_a_non_square_image_is_rigid_in_pixels():
+    """A 2×2 block 6 px right of the centre of a 20×40 image, rotated 90° counter-clockwise, lands
+    6 px *above* the centre (exactly: the grid maps pixel centres onto pixel centres). Built in
+    normalised coordinates the rotation would move it by 6·20/40 = 3 rows only."""
+    image = torch.zeros(1, 20, 40)
+    image[0, 9:11, 25:27] = 1.0  # centre (9.5, 19.5) + (0, 6): rows 9-10, columns 25-26
+    out = transform_images(image, "rotate", torch.tensor([90.0]))[0, 0]
+    expected = torch.zeros(20, 40)
+    expected[3:5, 19:21] = 1.0  # (9.5 − 6, 19.5): rows 3-4, columns 19-20
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_shear_matrix_of_a_non_square_image_is_the_pixel_space_shear():
+    """In pixel offsets (dx, dy) the inverse shear is [[1, tan φ], [0, 1/cos φ]]; the normalised
+    matrix must reproduce it for an H×W image, where p_pix = (W/2·x_n, H/2·y_n)."""
+    h, w, phi = 20, 40, 30.0
+    theta = inverse_matrices("shear", torch.tensor([phi]), size=(h, w))[0, :, :2]
+    t = math.radians(phi)
+    for dx, dy in ((3.0, 0.0), (0.0, 4.0), (-2.0, 5.0)):
+        normalised = theta @ torch.tensor([dx / (w / 2), dy / (h / 2)], dtype=torch.float64)
+        pixels = torch.stack([normalised[0] * w / 2, normalised[1] * h / 2])
+        torch.testing.assert_close(pixels, torch.tensor([dx + math.tan(t) * dy, dy / math.cos(t)], dtype=torch.float64))
+
+
+def test_square_images_are_transformed_as_before():
+    """For H = W the pixel and normalised matrices coincide (the paper's 28×28 results are unchanged)."""
+    values = torch.tensor([-160.0, 35.0, 90.0])
+    for family in ("rotate", "shear"):
+        torch.testing.assert_close(inverse_matrices(family, values, size=(28, 28)), inverse_matrices(family, values))
+
+
+@pytest.mark.parametrize(
+    "images, values, message",
+    [
+        (torch.zeros(4, 1, 28, 28), torch.zeros(4), r"images: expected shape \(n, H, W\), got \(4, 1, 28, 28\); drop the channel"),
+        (torch.zeros(28, 28), torch.zeros(28), r"images: expected shape \(n, H, W\), got \(28, 28\)"),
+        ([[0.0]], torch.zeros(1), r"images: expected a tensor of shape \(n, H, W\), got list"),
+        (torch.zeros(2, 5, 5, dtype=torch.int64), torch.zeros(2), r"images: expected uint8 grey levels or floats .* got dtype torch.int64"),
+        (torch.zeros(3, 5, 5), 30.0, r"values: expected a tensor of shape \(3,\), one value per image, got float"),
+        (torch.zeros(3, 5, 5), torch.zeros(2), r"values: expected shape \(3,\), one value per image, got \(2,\)"),
+        (torch.zeros(3, 5, 5), torch.tensor([0.0, float("nan"), 1.0]), r"values: expected finite numbers"),
+        (torch.zeros(2, 5, 5), torch.tensor([True, False]), r"values: expected real numbers, got dtype torch.bool"),
+    ],
+)
+def test_bad_transform_input_is_a_value_error_naming_the_argument(images, values, message):
+    with pytest.raises(ValueError, match=message):
+        transform_images(images, "rotate", values)
+
+
+def test_bad_family_or_scale_is_a_value_error_naming_the_argument():
+    with pytest.raises(ValueError, match="family: unknown transformation family 'blur'"):
+        transform_images(torch.zeros(1, 5, 5), "blur", torch.zeros(1))
+    with pytest.raises(ValueError, match="values: scale factors must be positive, got -1"):
+        transform_images(torch.zeros(2, 5, 5), "scale", torch.tensor([1.0, -1.0]))

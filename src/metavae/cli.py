@@ -25,6 +25,9 @@ from metavae.experiments import resolve_data_root
 from metavae.experiments import transformed_images as images
 from metavae.files import describe_os_error
 
+__all__ = ["main", "build_parser", "demo_config_path", "format_probe_table"]
+
+
 log = logging.getLogger("metavae")
 
 

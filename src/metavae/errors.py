@@ -6,6 +6,8 @@ value, the file) and how to fix it. Anything else reaching the command line is a
 (exit code 1; the traceback is shown with ``--debug``).
 """
 
+__all__ = ["MetaVAEError", "ConfigError", "DataError", "CheckpointError", "RunDirectoryError", "DivergenceError"]
+
 
 class MetaVAEError(Exception):
     """Base class for user-facing errors: the message names the problem and how to fix it."""

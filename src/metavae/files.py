@@ -16,6 +16,8 @@ from typing import IO, Any
 
 from metavae.errors import MetaVAEError, RunDirectoryError
 
+__all__ = ["describe_os_error", "atomic_write", "atomic_write_text", "atomic_write_json"]
+
 
 def describe_os_error(exc: BaseException) -> str:
     """``"No space left on device"`` rather than ``"[Errno 28] No space left on device: '/x'"``."""

@@ -27,6 +27,9 @@ import yaml
 from metavae.errors import ConfigError
 from metavae.files import atomic_write_text
 
+__all__ = ["MAX_INT", "parse_yaml", "from_dict", "to_dict", "require", "require_positive", "set_dotted", "parse_overrides", "flatten", "read_config_file", "save_config"]
+
+
 T = TypeVar("T")
 
 #: the largest integer any config field accepts (sizes, counts, seeds)

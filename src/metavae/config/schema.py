@@ -16,6 +16,8 @@ from metavae.config.loading import flatten, from_dict, read_config_file, require
 from metavae.data.families import FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
 
+__all__ = ["DataConfig", "TrainConfig", "ProbeConfig", "EvaluationConfig", "ExperimentConfig", "RunConfig", "TrainingRun", "RESUMABLE_KEYS", "resume_conflict", "experiment_from_dict", "load_config", "with_overrides"]
+
 
 @dataclass(frozen=True)
 class DataConfig:

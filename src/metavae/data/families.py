@@ -17,6 +17,9 @@ from metavae.data.mnist import ImageSplit
 from metavae.data.transforms import transform_images
 from metavae.errors import ConfigError
 
+__all__ = ["FAMILIES", "SPLITS", "SPLIT_ALIASES", "GRIDS", "TRAIN_VALUES", "IDENTITY", "canonical_split", "split_values", "TransformedImages"]
+
+
 FAMILIES = ("rotate", "scale", "shear")
 SPLITS = ("interleaved", "sparse", "contiguous")
 SPLIT_ALIASES = {"standard": "interleaved", "disjoint": "contiguous"}

@@ -6,6 +6,9 @@ bar plots, about ±0.02. Keys: (family, split) → {model: accuracy}.
 
 from __future__ import annotations
 
+__all__ = ["PAPER_PROBE_ACCURACY"]
+
+
 PAPER_PROBE_ACCURACY: dict[tuple[str, str], dict[str, float]] = {
     ("rotate", "interleaved"): {"metavae": 0.88, "homoencoder": 0.81, "neural_statistician": 0.74},
     ("scale", "interleaved"): {"metavae": 0.91, "homoencoder": 0.57, "neural_statistician": 0.54},

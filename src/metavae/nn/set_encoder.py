@@ -8,6 +8,9 @@ from torch import Tensor, nn
 
 from metavae.data.context import Context, as_context
 
+__all__ = ["SetEncoder"]
+
+
 Pooling = Literal["mean", "max", "sum"]
 
 

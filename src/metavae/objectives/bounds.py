@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+__all__ = ["HasLogWeights", "elbo", "iwae", "log_likelihood"]
+
 
 class HasLogWeights(Protocol):
     def log_weights(self, x: Tensor, context: Any, num_samples: int = 1, **kwargs: Any) -> Tensor: ...

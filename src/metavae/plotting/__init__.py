@@ -1,1 +1,4 @@
 """Figures drawn from saved result files (never from live models)."""
+
+__all__ = []
+

@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
+__all__ = ["value_axes", "finish"]
+
 
 def value_axes(keys: list[str]) -> tuple[plt.Figure, Axes, np.ndarray]:
     """A figure wide enough for one bar group per held-out value, room on the right for a legend."""

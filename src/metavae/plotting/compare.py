@@ -10,6 +10,9 @@ from matplotlib.patches import Patch
 
 from metavae.plotting.bars import finish, value_axes
 
+__all__ = ["COLOURS", "plot_compare"]
+
+
 #: the paper's colours (MetaVAE black, VHE blue, NS red) plus the added baselines
 COLOURS = {"metavae": "black", "homoencoder": "tab:blue", "neural_statistician": "tab:red",
            "homoencoder_vampprior": "tab:green", "vae": "tab:orange", "vae_per_distribution": "tab:purple"}

@@ -9,6 +9,8 @@ import numpy as np
 
 from metavae.plotting.bars import finish, value_axes
 
+__all__ = ["plot_probe"]
+
 
 def plot_probe(result: dict[str, Any], path: Path, paper_mean: float | None = None) -> Path:
     """Bars: accuracy per held-out value (own classifier, and the reference-value classifier)."""

@@ -21,6 +21,9 @@ from metavae import __version__
 from metavae.errors import CheckpointError, DivergenceError
 from metavae.files import atomic_write
 
+__all__ = ["FORMAT", "EVALUATION_KEYS", "RESUME_KEYS", "first_non_finite", "save_checkpoint", "load_checkpoint", "load_model_state"]
+
+
 FORMAT = 1
 
 #: what each use of a checkpoint needs: evaluating a model, or continuing its training

@@ -34,6 +34,9 @@ from metavae.config import RunConfig, save_config
 from metavae.errors import ConfigError, RunDirectoryError
 from metavae.files import atomic_write_json, atomic_write_text, describe_os_error
 
+__all__ = ["MARKER", "LOCK", "RunDirectory"]
+
+
 log = logging.getLogger(__name__)
 
 MARKER = "run.json"
