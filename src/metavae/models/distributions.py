@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+__all__ = ["DiagonalNormalMixture"]
+
 
 class DiagonalNormalMixture(MixtureSameFamily):
     """A mixture of M diagonal Gaussians in D dimensions, ``MixtureSameFamily`` with a fast ``log_prob``.

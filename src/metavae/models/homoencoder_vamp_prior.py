@@ -5,7 +5,9 @@ p(c) = (1/M) Σ_m q(c | U_m): a uniform mixture of the c-posteriors of M learned
 U_m, each of ``pseudo_set_size`` pseudo-images with pixels in [0, 1] (a sigmoid of free
 parameters). It is a ``MixtureSameFamily`` of diagonal Gaussians in ``c_dim`` dimensions, so its
 normalising constant is that of a c_dim-dimensional density (the 2020 code used that of a
-1-dimensional one, ≈275 nats off at c_dim = 300).
+1-dimensional one, ≈275 nats off at c_dim = 300). KL(q(c|D) ‖ p(c)) has no closed form against a
+mixture: the training objective and ``kl`` use the estimate log q(c|D) − log p(c) at the drawn c
+(``kl`` averaged over its ``num_samples`` draws).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from metavae.config.loading import require_positive
 from metavae.models.distributions import DiagonalNormalMixture
 from metavae.models.homoencoder import VariationalHomoencoder
 from metavae.models.neural_statistician import NeuralStatisticianConfig
+
+__all__ = ["HomoencoderVampPrior", "HomoencoderVampPriorConfig"]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from metavae.models.base import diagonal_gaussian
 from metavae.models.vae import VAE
 from metavae.nn import MLP, GroupedMLP, SetEncoder
 
+__all__ = ["MetaVAE", "MetaVAEConfig"]
+
 
 @dataclass(frozen=True)
 class MetaVAEConfig:
@@ -57,10 +59,13 @@ class MetaVAE(VAE):
         event_shape: shape of one data point, e.g. ``(1, 28, 28)``.
         x_encoder: features of x (default ``nn.Flatten()``).
 
-    ``log_weights`` (inherited) gives ``log p_θi(x|z) + log p(z) − log q(z|D, x)``.
+    ``log_weights`` (inherited) gives ``log p_θi(x|z) + log p(z) − log q(z|D, x)``, ``kl`` gives
+    ``{"z": KL(q(z|D, x) ‖ N(0, I))}`` and ``representation`` the mean of q(z|D, x). The context
+    is required, and ``decoder_index`` too when there is more than one training distribution.
     """
 
     config_class = MetaVAEConfig
+    uses_context = True
 
     def __init__(self, summary: SetEncoder, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...],
                  x_encoder: nn.Module | None = None) -> None:
@@ -79,8 +84,10 @@ class MetaVAE(VAE):
         return cls(summary, inference_net, decoder, event_shape)
 
     def posterior(self, x: Tensor, context: Tensor | Context | None) -> Independent:
-        """q(z | D, x): ``Independent(Normal(loc, scale), 1)`` with batch shape ``(B,)``."""
-        if context is None:
-            raise ValueError("MetaVAE needs a context set (B, N, *event) drawn from the query's distribution")
+        """q(z | D, x): ``Independent(Normal(loc, scale), 1)`` with batch shape ``(B,)``.
+
+        ``context``: ``(B, N, *event)`` or a ``Context`` (validated by the public methods, not here).
+        """
+        assert context is not None, "MetaVAE needs a context set"
         features = torch.cat([self.x_encoder(x), self.summary(context)], dim=-1)  # (B, x_features + S)
         return diagonal_gaussian(self.inference_net(features))

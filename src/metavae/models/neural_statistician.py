@@ -12,6 +12,8 @@ with weight 1, so the weights are proper importance weights of the single-point 
     p(x) = ∫∫ p(c) p(z | c) p(x | z, c) dz dc
 under the proposal q(c | S) q(z | x, c) — an IWAE over both latents, comparable across models.
 
+``kl`` gives the two unweighted terms {"c": KL(q(c | S) ‖ p(c)), "z": E_{q(c|S)} KL(q(z|x,c) ‖ p(z|c))}.
+
 Representation (probe): the mean of q(z | x, c) at c = the mean of q(c | S) — deterministic.
 """
 
@@ -28,14 +30,17 @@ from torch.distributions import Distribution, Independent
 from metavae.config.loading import require_positive
 from metavae.data.context import Context, as_context
 from metavae.models.base import (
+    ELBOTerms,
+    LatentTerm,
     LatentVariableModel,
     Objective,
     bernoulli_grey_levels,
     diagonal_gaussian,
-    kl_term,
     standard_normal,
 )
 from metavae.nn import MLP, SetEncoder
+
+__all__ = ["NeuralStatistician", "NeuralStatisticianConfig"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,9 @@ class NeuralStatisticianConfig:
 
 
 class NeuralStatistician(LatentVariableModel):
-    """c summarises the set S = D ∪ {x}; one shared decoder p(x | z, c) (``decoder_index`` is ignored).
+    """c summarises the set S = D ∪ {x}; one shared decoder p(x | z, c).
+
+    The context is required; ``decoder_index`` is ignored (checked for shape and dtype if given).
 
     Args:
         statistic: set encoder, context → ``(B, summary_dim)``.
@@ -117,7 +124,9 @@ class NeuralStatistician(LatentVariableModel):
         return standard_normal(self.c_dim, like)
 
     def c_term_weight(self, set_size: int, objective: Objective) -> float:
-        """Weight of ``log p(c) − log q(c | S)`` in one query's log-weight."""
+        """Weight of ``log p(c) − log q(c | S)`` in one query's log-weight: 1 for the marginal
+        objective (proper importance weights); 1/|S| in training, so that summed over the points
+        of S the c-term enters once, as in the set-level ELBO. ``set_size`` is |S|."""
         return 1.0 if objective == "marginal" else 1.0 / set_size
 
     def posterior_z(self, x: Tensor, c: Tensor) -> Independent:
@@ -126,21 +135,18 @@ class NeuralStatistician(LatentVariableModel):
         return diagonal_gaussian(self.encoder_z(torch.cat([xf, c], dim=-1)))
 
     # ------------------------------------------------------------------ the seam
-    def log_weights(
-        self,
-        x: Tensor,
-        context: Tensor | Context | None,
-        num_samples: int = 1,
-        decoder_index: Tensor | None = None,
-        objective: Objective = "marginal",
-    ) -> Tensor:
-        """``log p(x|z,c) + log p(z|c) − log q(z|x,c) + w·(log p(c) − log q(c|S))``, ``(num_samples, B)``.
+    def _elbo_terms(self, x: Tensor, context: Tensor | Context | None, num_samples: int,
+                    decoder_index: Tensor | None) -> ELBOTerms:
+        """``log p(x | z, c)`` ``(K, B)`` at c ~ q(c | S) ``(K, B, c_dim)`` then z ~ q(z | x, c)
+        ``(K, B, z_dim)``, with the terms of z (q(z|x,c) against p(z|c), weight 1) and of c
+        (q(c|S) against p(c), training weight :meth:`c_term_weight`). ``decoder_index`` is ignored.
 
-        ``objective="training"``: w = :meth:`c_term_weight`, and the two ``log p − log q`` terms
-        are replaced by −KL in closed form where one exists (same ELBO, lower variance).
+        So ``log_weights`` is ``log p(x|z,c) + log p(z|c) − log q(z|x,c) + log p(c) − log q(c|S)``
+        (marginal) or ``log p(x|z,c) − KL(q(z|x,c) ‖ p(z|c)) − w·KL(q(c|S) ‖ p(c))`` (training, each
+        KL in closed form where one exists), and ``kl`` is ``{"z": E_{q(c|S)} KL(q(z|x,c) ‖ p(z|c)),
+        "c": KL(q(c|S) ‖ p(c))}`` — for p(c) = N(0, I) the latter is ½ Σ_d (μ_d² + σ_d² − 1 − log σ_d²).
         """
-        if context is None:
-            raise ValueError(f"{type(self).__name__} needs a context set (B, N, *event)")
+        assert context is not None, f"{type(self).__name__} needs a context set"
         sets = self.set_for_c(x, context)
         q_c = self.posterior_c(sets)
         c = q_c.rsample((num_samples,))  # (K, B, c)
@@ -149,13 +155,14 @@ class NeuralStatistician(LatentVariableModel):
         p_z = diagonal_gaussian(self.prior_z(c))
         logits = self.decoder(torch.cat([z, c], dim=-1)).view(*z.shape[:2], *self.event_shape)
         log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
-        weight = self.c_term_weight(sets.set_size, objective)
-        if objective == "training":
-            return log_px - kl_term(q_z, p_z, z) - weight * kl_term(q_c, self.prior_c(c), c)
-        c_term = self.prior_c(c).log_prob(c) - q_c.log_prob(c)  # (K, B)
-        return log_px + p_z.log_prob(z) - q_z.log_prob(z) + weight * c_term
+        # z before c: the order the training objective has always subtracted the KLs in (same floats)
+        return ELBOTerms(log_px, (
+            LatentTerm("z", q_z, p_z, z),
+            LatentTerm("c", q_c, self.prior_c(c), c, self.c_term_weight(sets.set_size, "training")),
+        ))
 
-    def representation(self, x: Tensor, context: Tensor | Context) -> Tensor:
-        with torch.no_grad():
-            c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
-            return self.posterior_z(x, c).mean
+    def _representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
+        """Mean of q(z | x, c) at c = the mean of q(c | S), ``(B, z_dim)``."""
+        assert context is not None, f"{type(self).__name__} needs a context set"
+        c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
+        return self.posterior_z(x, c).mean

@@ -20,14 +20,16 @@ from torch.distributions import Independent
 from metavae.config.loading import require_positive
 from metavae.data.context import Context
 from metavae.models.base import (
+    ELBOTerms,
+    LatentTerm,
     LatentVariableModel,
-    Objective,
     bernoulli_grey_levels,
     diagonal_gaussian,
-    kl_term,
     standard_normal,
 )
 from metavae.nn import MLP, GroupedMLP
+
+__all__ = ["VAE", "VAEConfig"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class VAEConfig:
 class VAE(LatentVariableModel):
     """q(z | x) → z → p_θi(x | z); ``decoder_index`` picks θi when there are several decoders.
 
+    The context is not read (``context=None`` is accepted; a given context is still validated).
+    ``decoder_index`` is required with per-distribution decoders; with one shared decoder it may
+    be None and is otherwise checked for shape and dtype only.
+
     Args:
         inference_net: ``(B, x_features) → (B, 2·z_dim)`` (loc, log-variance).
         decoder: grouped decoders ``(M, z_dim), group (M,) → (M, prod(event))`` logits, with
@@ -55,6 +61,7 @@ class VAE(LatentVariableModel):
     """
 
     config_class = VAEConfig
+    uses_context = False
 
     def __init__(self, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...],
                  x_encoder: nn.Module | None = None) -> None:
@@ -75,36 +82,34 @@ class VAE(LatentVariableModel):
             event_shape,
         )
 
+    @property
+    def num_decoders(self) -> int:
+        """One decoder per training distribution, or one shared decoder."""
+        return int(self.decoder.num_groups)
+
     def posterior(self, x: Tensor, context: Tensor | Context | None) -> Independent:
         """q(z | x), batch shape ``(B,)`` (the context is not used)."""
         return diagonal_gaussian(self.inference_net(self.x_encoder(x)))
 
-    def log_weights(
-        self,
-        x: Tensor,
-        context: Tensor | Context | None,
-        num_samples: int = 1,
-        decoder_index: Tensor | None = None,
-        objective: Objective = "marginal",
-    ) -> Tensor:
-        """``log p_θi(x|z) + log p(z) − log q(z | ·)`` for z ~ q, shape ``(num_samples, B)``.
+    def _elbo_terms(self, x: Tensor, context: Tensor | Context | None, num_samples: int,
+                    decoder_index: Tensor | None) -> ELBOTerms:
+        """``log p_θi(x | z)`` ``(K, B)`` at z ~ q(z | ·) ``(K, B, z_dim)``, and the term of z:
+        q(z | ·) against p(z) = N(0, I), training weight 1.
 
-        ``objective="training"`` replaces ``log p(z) − log q(z | ·)`` by its expectation
-        −KL(q ‖ N(0, I)) in closed form (same ELBO, lower-variance gradients).
+        So ``log_weights`` is ``log p_θi(x|z) + log p(z) − log q(z | ·)`` (marginal) or
+        ``log p_θi(x|z) − KL(q(z | ·) ‖ N(0, I))`` in closed form (training: same ELBO, lower-variance
+        gradients), and ``kl`` is ``{"z": KL(q(z | ·) ‖ N(0, I))}`` ``(B,)``, which for
+        q = N(μ, diag σ²) is ½ Σ_d (μ_d² + σ_d² − 1 − log σ_d²).
         """
         q = self.posterior(x, context)
         z = q.rsample((num_samples,))  # (K, B, z)
         k, b = z.shape[:2]
-        if self.decoder.num_groups == 1:
+        if decoder_index is None or self.num_decoders == 1:
             decoder_index = torch.zeros(b, dtype=torch.long, device=x.device)
-        elif decoder_index is None:
-            raise ValueError(f"decoder_index (B,) is required: this model has {self.decoder.num_groups} decoders, one per training distribution")
         logits = self.decoder(z.reshape(k * b, -1), decoder_index.repeat(k)).view(k, b, *self.event_shape)
         log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
-        prior = standard_normal(self.z_dim, z)
-        if objective == "training":
-            return log_px - kl_term(q, prior, z)
-        return log_px + prior.log_prob(z) - q.log_prob(z)
+        return ELBOTerms(log_px, (LatentTerm("z", q, standard_normal(self.z_dim, z), z),))
 
-    def representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
+    def _representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
+        """Mean of q(z | ·), ``(B, z_dim)``."""
         return self.posterior(x, context).mean
