@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = MetaVAE.from_config(config, task.event_shape, task.num_decoders)
     train = TrainConfig(batch_size=50, max_steps=args.steps, validate_every=max(1, args.steps // 3), val_examples=200,
                         val_importance_samples=10, val_pool_size=100, context_pool_size=100, lr=1e-3)
-    fit = Trainer(model, task, train, args.out).fit(resume=True)
+    trainer = Trainer(model, task, train, args.out)
+    fit = trainer.fit(resume=True)
+    trainer.restore_best()  # probe the parameters of the best validation IWAE
     print(f"trained {fit.step} steps, best validation IWAE {fit.best_val:.1f} at step {fit.best_step}")
 
     result = probe(model, task, train_examples=args.probe_examples, test_examples=args.probe_examples // 2, pool_size=200,

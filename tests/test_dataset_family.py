@@ -83,7 +83,12 @@ def test_uint8_data_are_read_as_grey_levels_and_labels_are_optional():
         (dict(train=["not data"]), r"train\[0\]: expected a tensor, an \(x, labels\) pair or a torch.utils.data.Dataset, got str"),
         (dict(train=[torch.rand(9, 4)], context_size=0), r"context_size: expected an integer ≥ 1, got 0"),
         (dict(train=[torch.rand(9, 4)], validation_fraction=1.5), r"validation_fraction: expected a number in \(0, 1\), got 1.5"),
-        (dict(train=[torch.rand(1, 4)]), r"train\[0\]: 1 example\(s\) leave none for training"),
+        (dict(train=[torch.rand(1, 4)], context_size=1), r"train\[0\]: 1 example\(s\) leave none for training"),
+        (dict(train=[torch.rand(9, 4), torch.rand(9, 4)], held_out=[1.7]), r"held_out: expected integer indices, got \[1.7\]"),
+        (dict(train=[torch.rand(9, 4), torch.rand(9, 4)], names="ab"), r"names: expected a sequence of 2 names, got the string 'ab'"),
+        (dict(train=[torch.rand(9, 4)], context_size=True), r"context_size: expected an integer ≥ 1, got True"),
+        (dict(train=[torch.rand(9, 4)], test=[torch.rand(3, 4)], context_size=5),
+         r"test\[0\]: 3 example\(s\), fewer than context_size 5"),
     ],
 )
 def test_malformed_input_is_a_value_error_naming_the_argument(kwargs, message):
@@ -143,11 +148,41 @@ def test_a_whole_run_from_the_top_level_api_trains_resumes_and_probes_held_out_m
     other = DatasetFamily(train, test, held_out=[1, 2], names=list("abcde"), context_size=5)
     with pytest.raises(ConfigError, match=r"task.distributions differs"):
         Trainer(model, other, longer, tmp_path / "run").fit(resume=True, progress=False)
+    edited = [(x.clone(), y) for x, y in train]
+    edited[0][0][0, 0, 0, 0] = 0.0  # one pixel of one example changed, same names and sizes
+    with pytest.raises(ConfigError, match=r"task.sha256 differs"):
+        Trainer(model, DatasetFamily(edited, test, held_out=[1, 3], names=list("abcde"), context_size=5), longer,
+                tmp_path / "run").fit(resume=True, progress=False)
+
+    best_step = Trainer(model, task, longer, tmp_path / "run").restore_best()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert best_step == max(records, key=lambda r: r["val_iwae"])["step"]
+    from metavae.training import load_checkpoint
+
+    saved_best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["state_dict"]
+    assert all(torch.equal(v, saved_best[k]) for k, v in model.state_dict().items())
 
     accuracy = probe(model, task, pool_size=40, reference="a")
     assert set(accuracy["per_distribution"]) == {"b", "d"}
     assert accuracy["mean_accuracy"] > 0.9  # 4 well-separated classes; chance is 0.25
     assert set(accuracy["invariance"]["per_distribution"]) == {"b", "d"}
+
+
+def test_the_trainer_refuses_a_model_built_for_another_task_before_touching_the_run_directory(tmp_path):
+    task = DatasetFamily([blobs(k, 60) for k in range(3)], context_size=3)
+    small = MetaVAEConfig(z_dim=2, hidden_dim=8, summary_dim=4, summary_hidden=(8,))
+    cfg = TrainConfig(batch_size=5, max_steps=2, val_examples=4, val_pool_size=5, context_pool_size=5)
+    with pytest.raises(ValueError, match=r"model: has 2 decoders, but the task has 3 training distributions"):
+        Trainer(MetaVAE.from_config(small, task.event_shape, 2), task, cfg, tmp_path / "a").fit(progress=False)
+    with pytest.raises(ValueError, match=r"model: built for data points of shape \(1, 7, 7\), but the task's are \(1, 8, 8\)"):
+        Trainer(MetaVAE.from_config(small, (1, 7, 7), 3), task, cfg, tmp_path / "b").fit(progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match=r"train.context_pool_size': a context pool must hold at least the context size 3"):
+        Trainer(MetaVAE.from_config(small, task.event_shape, 3), task, TrainConfig(**{**cfg.__dict__, "context_pool_size": 2}),
+                tmp_path / "c").fit(progress=False)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match=r"pool_size: .* at least the context size 3; got 0"):
+        probe(MetaVAE.from_config(small, task.event_shape, 3), task, pool_size=0, distributions=["0"])
 
 
 def test_the_top_level_exports_the_public_api_and_every_module_declares_all():

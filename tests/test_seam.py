@@ -594,12 +594,31 @@ def test_representation_runs_in_eval_mode_and_restores_every_training_flag(varia
 
 
 @pytest.mark.parametrize("variant", ALL)
-def test_representation_restores_training_flags_when_it_raises(variant):
+def test_representation_restores_training_flags_when_it_raises(variant, monkeypatch):
     model = _build(variant).train()
     x, context, _ = _data()
-    with pytest.raises(RuntimeError):  # passes validation (right shapes), fails inside: float32 into a float64 model
-        model.representation(x.float(), context.float())
+
+    def failing(*args, **kwargs):
+        assert not model.training  # it did switch to eval mode first
+        raise RuntimeError("inside the model")
+
+    monkeypatch.setattr(model, "_representation", failing)
+    with pytest.raises(RuntimeError, match="inside the model"):  # passes validation, fails inside
+        model.representation(x, context)
     assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("variant", ALL)
+def test_x_or_context_of_another_dtype_than_the_model_is_refused(variant, method):
+    """float32 data into the (float64) test model, or a context whose dtype differs from x's."""
+    model = _build(variant)
+    x, context, index = _data()
+    _refused(model, method, "x: expected dtype torch.float64 (the model's parameters), got torch.float32; convert with "
+             "x.to(torch.float64)", x.float(), context, decoder_index=index)
+    if model.uses_context:
+        _refused(model, method, "context: expected dtype torch.float64 (as x), got torch.float32", x, context.float(),
+                 decoder_index=index)
 
 
 @pytest.mark.parametrize("variant", ALL)

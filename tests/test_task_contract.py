@@ -118,6 +118,10 @@ def test_the_task_satisfies_the_protocol(case):
     assert not set(task.distribution_names()) & set(task.held_out_names())
     assert isinstance(task.event_shape, tuple) and all(isinstance(d, int) for d in task.event_shape)
     task.check(_train_config(case))
+    import yaml
+
+    description = task.describe()  # recorded by runs started from Python: plain data, the same every time
+    assert yaml.safe_load(yaml.safe_dump(description)) == description == task.describe()
 
 
 def test_a_training_batch_pairs_each_query_with_a_context_and_decoder_of_its_own_distribution(case):

@@ -24,6 +24,7 @@ subset each epoch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -87,14 +88,6 @@ def _as_examples(data: Any, where: str) -> tuple[Tensor, Tensor | None]:
     return x, labels
 
 
-def _stack_rows(sizes: Sequence[int], offsets: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Padded ``(G, max size)`` row ids ``offset_g + 0 … size_g − 1`` (padding 0) and the counts ``(G,)``."""
-    counts = torch.tensor(list(sizes))
-    width = int(counts.max())
-    rows = torch.arange(width).unsqueeze(0) + torch.tensor(list(offsets)).unsqueeze(1)  # (G, width)
-    return rows.masked_fill(torch.arange(width) >= counts.unsqueeze(1), 0), counts
-
-
 class DatasetFamily:
     """K data sets as a family of distributions (:class:`~metavae.data.task.Task`).
 
@@ -129,20 +122,26 @@ class DatasetFamily:
             raise ValueError("train: expected one entry per distribution, got none")
         if test is not None and len(test) != k:
             raise ValueError(f"test: expected {k} entries (one per distribution, as train), got {len(test)}")
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) for h in held_out):
+            raise ValueError(f"held_out: expected integer indices, got {list(held_out)}")
         held = sorted({int(h) for h in held_out})
         if len(held) != len(held_out) or any(not 0 <= h < k for h in held):
             raise ValueError(f"held_out: expected distinct indices in [0, {k}), got {list(held_out)}")
         if len(held) == k:
             raise ValueError(f"held_out: all {k} distributions are held out; at least one must be trained on")
+        if isinstance(names, str):
+            raise ValueError(f"names: expected a sequence of {k} names, got the string {names!r}")
         self.names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
         if len(self.names) != k or len(set(self.names)) != k:
             raise ValueError(f"names: expected {k} distinct names, got {list(self.names)}")
-        if not (isinstance(context_size, int) and context_size >= 1):
+        if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 1:
             raise ValueError(f"context_size: expected an integer ≥ 1, got {context_size!r}")
+        context_size = int(context_size)
         if not 0.0 < validation_fraction < 1.0:
             raise ValueError(f"validation_fraction: expected a number in (0, 1), got {validation_fraction!r}")
         self._context_size = context_size
         self.seed = seed
+        self.validation_fraction = validation_fraction
         self.held_out = held
         self.trained = [i for i in range(k) if i not in held]
 
@@ -159,6 +158,11 @@ class DatasetFamily:
                 if (y is not None) != has_labels:
                     raise ValueError(f"{part}[{i}]: {'has no' if has_labels else 'has'} labels but train[0] "
                                      f"{'has' if has_labels else 'has none'}; give labels for every distribution or none")
+        for part, entries in parts.items():
+            for i, (x, _) in enumerate(entries):
+                if x.shape[0] < context_size:
+                    raise ValueError(f"{part}[{i}]: {x.shape[0]} example(s), fewer than context_size {context_size}: "
+                                     "a context set is drawn from a distribution's part; give more examples")
         # one tensor per part; distribution i's examples are rows offset[i] … offset[i] + size[i] − 1
         self._x = {p: torch.cat([x for x, _ in e]) for p, e in parts.items()}
         self._y = {p: torch.cat([y for _, y in e]) if has_labels else None for p, e in parts.items()}  # type: ignore[misc]
@@ -180,6 +184,12 @@ class DatasetFamily:
         self._train_rows, self._train_counts = _pad(train_ids)
         self._val_rows, self._val_counts = _pad(val_ids)
         self._epoch: tuple[int, Tensor] | None = None
+        digest = hashlib.sha256()
+        for part in sorted(self._x):  # a fingerprint of the data, so that a resumed run is refused other data
+            digest.update(self._x[part].numpy().tobytes())
+            if self._y[part] is not None:
+                digest.update(self._y[part].numpy().tobytes())  # type: ignore[union-attr]
+        self._digest = digest.hexdigest()
 
     # ------------------------------------------------------------------ the Task protocol
     @property
@@ -242,8 +252,7 @@ class DatasetFamily:
         return self._fixed_batch("train", self._val_rows, self._val_counts, num_examples, pool_size)
 
     def test_batch(self, num_examples: int, pool_size: int) -> Batch:
-        rows, counts = _stack_rows([self._size[self._part("test")][i] for i in self.trained],
-                                   [self._offset["test"][i] for i in self.trained])
+        rows, counts = _pad([torch.arange(self._size[self._part("test")][i]) + self._offset["test"][i] for i in self.trained])
         return self._fixed_batch("test", rows, counts, num_examples, pool_size)
 
     def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
@@ -268,6 +277,12 @@ class DatasetFamily:
             raise ValueError("part: this DatasetFamily has no test parts; pass test=[...] (one entry per distribution) "
                              "to evaluate on test data")
         return part
+
+    def describe(self) -> dict[str, Any]:
+        return {"distributions": self.distribution_names(), "held_out": self.held_out_names(),
+                "event_shape": list(self._event_shape), "context_size": self.context_size,
+                "sizes": {p: list(n) for p, n in self._size.items()}, "validation_fraction": self.validation_fraction,
+                "seed": self.seed, "sha256": self._digest}
 
     def __repr__(self) -> str:
         return (f"DatasetFamily({len(self.names)} distributions of shape {self._event_shape}, "

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from metavae.config.loading import to_dict
 from metavae.data.context import sample_without_replacement
 from metavae.data.families import GRIDS, TransformedImages, split_values
 from metavae.data.mnist import ImageSplit, load_split
@@ -112,6 +113,11 @@ class ImageFamilyTask:
             self._epoch = (epoch, order)
         return self._epoch[1]
 
+    def describe(self) -> dict[str, Any]:
+        return {"data": to_dict(self.config), "seed": self.seed, "train_images": len(self.images.train),
+                "test_images": len(self.images.test), "distributions": self.distribution_names(),
+                "held_out": self.held_out_names()}
+
     def _fetch(self, part: str):
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
             return self.images.images(part, distribution, index), self.images.labels(part, index)
@@ -140,9 +146,10 @@ class ImageFamilyTask:
 
     def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
                            generator: torch.Generator) -> Batch:
-        """Up to ``num_examples`` images of one value's ``part`` (a uniform random subset, in index
-        order; ``None``: all), labelled, contexts from the whole part of that value (a pool of at most
-        ``pool_size`` of its images)."""
+        """Up to ``num_examples`` images of one value's ``part`` (``None``: all), labelled, contexts from the whole part of that value (a pool of at most
+        ``pool_size`` of its images). The images are the same base images for every value: of the
+        train part a random subset fixed by ``generator.initial_seed()``, of the test part the first
+        ``num_examples``; the context sets come from ``generator``."""
         grid = self.images.values
         names = [self.name(v) for v in grid]
         if name not in names:
@@ -150,8 +157,13 @@ class ImageFamilyTask:
         dist = names.index(name)
         n = len(self.images.part(part))
         index = torch.arange(n)
-        if num_examples is not None and num_examples < n:
-            index = torch.randperm(n, generator=generator)[:num_examples].sort().values
+        if num_examples is not None and num_examples < n and part == "train":
+            # the same base images for every value (paired comparisons across values): a subset fixed by
+            # the generator's seed, not by how much of its stream earlier calls used
+            paired = torch.Generator().manual_seed(generator.initial_seed())
+            index = torch.randperm(n, generator=paired)[:num_examples].sort().values
+        elif num_examples is not None:
+            index = index[:num_examples]  # the test part: its first images, the same for every value
         trained = (self.train_distributions == dist).nonzero().flatten()
         decoder = torch.tensor([int(trained[0]) if trained.numel() else HELD_OUT])
         return sample_batch(self._fetch(part), torch.tensor([dist]), index[None], torch.arange(n), self.context_size,

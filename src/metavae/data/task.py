@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -125,6 +125,11 @@ class Task(Protocol):
         part; used to embed a distribution (the probe)."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """The family as plain data (its settings and a fingerprint of its data): a run started
+        from Python records it, and a resumed run must match it."""
+        ...
+
 
 #: ``fetch(distribution (n,), example (n,)) → (x (n, *event), labels (n,) or None)``
 Fetch = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
@@ -182,6 +187,10 @@ def sample_batch(
 def check_batch_sizes(train: TrainConfig, n_train: int, n_val: int, context_size: int) -> None:
     """Refuse (:class:`~metavae.errors.ConfigError`, naming the key) batch and pool sizes that
     ``n_train`` training and ``n_val`` validation examples per distribution cannot serve."""
+    for key, pool in (("train.context_pool_size", train.context_pool_size), ("train.val_pool_size", train.val_pool_size)):
+        if 0 < pool < context_size:
+            raise ConfigError(f"config key '{key}': a context pool must hold at least the context size {context_size} "
+                              f"(got {pool}); 0 means per-example contexts")
     if train.batch_size > n_train:
         raise ConfigError(f"config key 'train.batch_size': {train.batch_size} exceeds the {n_train} "
                           "training examples of each distribution; choose a smaller value")

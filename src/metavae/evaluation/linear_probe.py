@@ -39,13 +39,12 @@ __all__ = ["probe", "embed"]
 
 def embed(model: nn.Module, batch: Batch, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``(B, code_dim)`` = ``model.representation`` of the batch's queries with their context
-    sets, and the labels ``(B,)``; in eval mode, without gradients, ``chunk`` queries at a time."""
+    sets, and the labels ``(B,)``; without gradients, ``chunk`` queries at a time."""
     if batch.labels is None:
         raise ValueError("the probe needs labelled examples: this task's batches carry no labels "
                          "(give a DatasetFamily (x, labels) pairs or a Dataset of (x, label) items)")
     n = batch.x.shape[0]
-    with torch.no_grad():
-        model.eval()
+    with torch.no_grad():  # the models' representation is computed in eval mode (and restores the mode)
         codes = [model.representation(batch.x[s : s + chunk], batch.context.select(torch.arange(s, min(s + chunk, n))))
                  for s in range(0, n, chunk)]
     return torch.cat(codes).numpy(), batch.labels.numpy()
@@ -80,7 +79,8 @@ def probe(
         task: a :class:`~metavae.data.task.Task` with labelled train and test parts.
         train_examples: train examples embedded per distribution (``None``: all).
         test_examples: test examples embedded per distribution (``None``: all).
-        pool_size: context pool per distribution and part (0: disjoint per-example sets).
+        pool_size: the context pool per distribution and part (at least the context size; capped at the
+            part's size): each query's set is a uniform random subset of it.
         C: inverse regularisation strength of the ``LogisticRegression`` (on standardised codes).
         max_iter: iterations of its solver.
         seed: seeds the example subsets, the context sets and the classifier.
@@ -90,9 +90,12 @@ def probe(
 
     Returns:
         ``{"per_distribution": {name: test accuracy}, "mean_accuracy", "invariance": {"reference",
-        "per_distribution", "mean_accuracy"} or None, "converged", "train_examples", "test_examples"}``.
+        "per_distribution", "mean_accuracy"} or None, "converged", "examples": {name: {"train": n, "test": m}}}``.
     """
     names = list(task.held_out_names() if distributions is None else distributions)
+    if pool_size < task.context_size:
+        raise ValueError(f"pool_size: the context sets of a distribution's examples are drawn from a pool of "
+                         f"pool_size examples, which must hold at least the context size {task.context_size}; got {pool_size}")
     if not names:
         raise ValueError("distributions: nothing to probe (the task has no held-out distributions)")
     gen = torch.Generator().manual_seed(seed)
@@ -105,12 +108,12 @@ def probe(
         ref_clf, converged = _fit(*codes(reference, "train", train_examples), C, max_iter, seed)
     per_dist: dict[str, float] = {}
     transfer: dict[str, float] = {}
-    sizes = (0, 0)
+    sizes: dict[str, dict[str, int]] = {}
     for name in names:
         z_train, y_train = codes(name, "train", train_examples)
         clf, ok = _fit(z_train, y_train, C, max_iter, seed)
         z_test, y_test = codes(name, "test", test_examples)
-        sizes = (len(y_train), len(y_test))
+        sizes[name] = {"train": len(y_train), "test": len(y_test)}
         per_dist[name] = float(clf.score(z_test, y_test))
         converged &= ok
         if ref_clf is not None:
@@ -121,4 +124,4 @@ def probe(
     if ref_clf is not None:
         invariance = {"reference": reference, "per_distribution": transfer, "mean_accuracy": float(np.mean(list(transfer.values())))}
     return {"per_distribution": per_dist, "mean_accuracy": float(np.mean(list(per_dist.values()))),
-            "invariance": invariance, "converged": bool(converged), "train_examples": sizes[0], "test_examples": sizes[1]}
+            "invariance": invariance, "converged": bool(converged), "examples": sizes}

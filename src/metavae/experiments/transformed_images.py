@@ -95,8 +95,8 @@ def run_probe(config: ExperimentConfig, model: Any, task: ImageFamilyTask) -> di
         "mean_accuracy": result["mean_accuracy"],
         "invariance": {"reference": reference, "per_value": transfer, "mean_accuracy": result["invariance"]["mean_accuracy"]},
         "settings": {
-            "train_examples_per_value": result["train_examples"],
-            "test_examples_per_value": result["test_examples"],
+            "train_examples_per_value": max(n["train"] for n in result["examples"].values()),  # equal for every value
+            "test_examples_per_value": max(n["test"] for n in result["examples"].values()),
             "context_size": config.data.context_size,
             "context_pool_size": pc.pool_size,
             "representation": "posterior mean",

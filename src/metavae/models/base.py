@@ -274,6 +274,9 @@ class LatentVariableModel(nn.Module):
             raise ValueError(f"x: expected a floating-point tensor, got {x.dtype}")
         if tuple(x.shape[1:]) != event or x.dim() != 1 + len(event):
             raise ValueError(f"x: expected shape {expected}, got {_shape(x.shape)}")
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        if x.dtype != dtype:
+            raise ValueError(f"x: expected dtype {dtype} (the model's parameters), got {x.dtype}; convert with x.to({dtype})")
         b = x.shape[0]
         if context is None:
             if self.uses_context:
@@ -281,13 +284,15 @@ class LatentVariableModel(nn.Module):
                                  f"({type(self).__name__} infers its latents from it), got None")
             return
         if isinstance(context, Context):
-            self._check_context_object(context, b)
+            self._check_context_object(context, b, x.dtype)
             return
         if not isinstance(context, Tensor):
             raise ValueError(f"context: expected a tensor of shape {_shape(('B', 'N', *event))} or a Context, "
                              f"got {type(context).__name__}")
         if not context.is_floating_point():
             raise ValueError(f"context: expected a floating-point tensor, got {context.dtype}")
+        if context.dtype != x.dtype:
+            raise ValueError(f"context: expected dtype {x.dtype} (as x), got {context.dtype}")
         if tuple(context.shape[2:]) != event or context.dim() != 2 + len(event):
             raise ValueError(f"context: expected shape {_shape(('B', 'N', *event))}, got {_shape(context.shape)}")
         if context.shape[0] != b:
@@ -295,7 +300,7 @@ class LatentVariableModel(nn.Module):
         if context.shape[1] == 0:
             raise ValueError(f"context: expected at least one element per set (N ≥ 1), got N = 0 in shape {_shape(context.shape)}")
 
-    def _check_context_object(self, context: Context, b: int) -> None:
+    def _check_context_object(self, context: Context, b: int, dtype: torch.dtype) -> None:
         event = tuple(self.event_shape)
         elements, index = context.elements, context.index
         if not isinstance(elements, Tensor):
@@ -303,6 +308,8 @@ class LatentVariableModel(nn.Module):
                              f"got {type(elements).__name__}")
         if not elements.is_floating_point():
             raise ValueError(f"context.elements: expected a floating-point tensor, got {elements.dtype}")
+        if elements.dtype != dtype:
+            raise ValueError(f"context.elements: expected dtype {dtype} (as x), got {elements.dtype}")
         if tuple(elements.shape[1:]) != event or elements.dim() != 1 + len(event):
             raise ValueError(f"context.elements: expected shape {_shape(('P', *event))}, got {_shape(elements.shape)}")
         if not isinstance(index, Tensor):

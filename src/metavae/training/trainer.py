@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metavae.config import RunConfig, TrainConfig, TrainingRun, read_config_file, resume_conflict
+from metavae.config import RunConfig, TrainConfig, TrainingRun, read_config_file, resume_conflict, to_dict
 from metavae.data.task import Batch, Task
 from metavae.errors import ConfigError, DivergenceError, MetaVAEError, RunDirectoryError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
@@ -195,6 +195,7 @@ class Trainer:
         either, a directory holding a run is refused (:class:`~metavae.errors.RunDirectoryError`).
         """
         self.task.check(self.train_cfg)
+        self._check_model_fits_task()
         state = self.run.inspect(resume=resume, overwrite=overwrite)
         payload = self._resumable_payload() if state == "run" and resume else None
         signature = _file_signature(self.run.last_checkpoint) if payload is not None else None
@@ -223,6 +224,27 @@ class Trainer:
                 logging.getLogger("metavae").removeHandler(handler)
                 handler.close()
             self.run.release()
+
+    def _check_model_fits_task(self) -> None:
+        """Refuse (``ValueError``) a model built for another event shape or number of decoders,
+        before the run directory is touched (models that do not declare these are not checked)."""
+        event = getattr(self.model, "event_shape", None)
+        if event is not None and tuple(event) != tuple(self.task.event_shape):
+            raise ValueError(f"model: built for data points of shape {tuple(event)}, but the task's are "
+                             f"{tuple(self.task.event_shape)}; build it with the task's event_shape")
+        decoders = getattr(self.model, "num_decoders", None)
+        if decoders is not None and decoders not in (1, self.task.num_decoders):
+            raise ValueError(f"model: has {decoders} decoders, but the task has {self.task.num_decoders} training "
+                             "distributions; build it with the task's num_decoders")
+
+    def restore_best(self) -> int:
+        """Load the best checkpoint's parameters (highest validation IWAE) into the model; returns its step.
+
+        After :meth:`fit` the model holds the *last* step's parameters; the command line evaluates
+        the best ones, and so should a Python user who wants the same numbers."""
+        payload = load_checkpoint(self.run.best_checkpoint)
+        load_model_state(self.model, payload["state_dict"], self.run.best_checkpoint)
+        return int(payload["step"])
 
     def _loop(self, progress: bool) -> FitResult:
         cfg = self.train_cfg
@@ -260,9 +282,9 @@ class Trainer:
 
 
 def describe_task(task: Task) -> dict[str, Any]:
-    """What a run started from Python records of its task (and checks on resume)."""
-    return {"class": type(task).__name__, "event_shape": list(task.event_shape), "context_size": task.context_size,
-            "distributions": list(task.distribution_names()), "held_out": list(task.held_out_names())}
+    """What a run started from Python records of its task (and checks on resume): its class and
+    :meth:`~metavae.data.task.Task.describe` (settings and a fingerprint of the data)."""
+    return {"class": type(task).__name__, **to_dict(task.describe())}
 
 
 def _file_signature(path: Path) -> tuple[int, int] | None:
