@@ -112,8 +112,15 @@ class ImageFamilyTask:
             self._epoch = (epoch, order)
         return self._epoch[1]
 
+    def to(self, device: torch.device) -> ImageFamilyTask:
+        """Keep the base images on ``device``; the transforms then run there."""
+        self.images.train = ImageSplit(self.images.train.images.to(device), self.images.train.labels.to(device))
+        self.images.test = ImageSplit(self.images.test.images.to(device), self.images.test.labels.to(device))
+        return self
+
     def _fetch(self, part: str):
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+            index = index.to(self.images.train.images.device)
             return self.images.images(part, distribution, index), self.images.labels(part, index)
         return fetch
 
