@@ -7,6 +7,7 @@ Data roots never appear in configs: they come from ``--data-dir`` / ``$METAVAE_D
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +57,12 @@ class TrainConfig:
     ``loss_limit``: divergence guard. Training stops at once (nothing of that step is saved) when
     the loss is not finite or its absolute value exceeds ``loss_limit`` (null: only non-finite
     values stop it), or when a gradient, a parameter or the validation IWAE is not finite.
+
+    ``device``: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``;
+    the model, the batches (data fetching and transforms) and validation run there; checkpoints
+    are device-independent. ``precision``: ``fp32``, ``bf16`` or ``fp16`` — the networks run under
+    ``torch.autocast`` in that precision (fp16 with a gradient scaler) while log-densities,
+    log-sum-exps and KL terms stay in float32.
     """
 
     lr: float = 2e-4
@@ -71,6 +78,8 @@ class TrainConfig:
     val_pool_size: int = 500
     num_threads: int | None = None
     loss_limit: float | None = 1e10
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
@@ -86,6 +95,8 @@ class TrainConfig:
         require(self.val_importance_samples >= 1, "train.val_importance_samples", "must be ≥ 1")
         require(self.val_pool_size >= 0, "train.val_pool_size", "must be ≥ 0")
         require(self.num_threads is None or self.num_threads >= 1, "train.num_threads", "must be ≥ 1 or null (torch's default)")
+        require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "train.device",
+                f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
 @dataclass(frozen=True)
@@ -214,7 +225,7 @@ class TrainingRun:
 
 #: keys that may differ when a run is resumed: they change neither the model nor the data nor the
 #: path of the parameters, only how long training goes on and how often it reports and saves
-RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.num_threads", "train.validate_every",
+RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.num_threads", "train.device", "train.validate_every",
                   "train.checkpoint_every", "train.loss_limit")
 
 

@@ -226,10 +226,17 @@ class DatasetFamily:
             self._epoch = (epoch, keys.argsort(dim=1))
         return self._epoch[1]
 
+    def to(self, device: torch.device) -> DatasetFamily:
+        """Keep the examples on ``device``."""
+        self._x = {p: x.to(device) for p, x in self._x.items()}
+        self._y = {p: None if y is None else y.to(device) for p, y in self._y.items()}
+        return self
+
     def _fetch(self, part: str):
         x, y = self._x[part], self._y[part]
 
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor | None]:
+            index = index.to(x.device)
             return x[index], (None if y is None else y[index])
         return fetch
 

@@ -118,8 +118,15 @@ class ImageFamilyTask:
                 "test_images": len(self.images.test), "distributions": self.distribution_names(),
                 "held_out": self.held_out_names()}
 
+    def to(self, device: torch.device) -> ImageFamilyTask:
+        """Keep the base images on ``device``; the transforms then run there."""
+        self.images.train = ImageSplit(self.images.train.images.to(device), self.images.train.labels.to(device))
+        self.images.test = ImageSplit(self.images.test.images.to(device), self.images.test.labels.to(device))
+        return self
+
     def _fetch(self, part: str):
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+            index = index.to(self.images.train.images.device)
             return self.images.images(part, distribution, index), self.images.labels(part, index)
         return fetch
 

@@ -56,6 +56,11 @@ class Batch:
     decoder_index: Tensor
     labels: Tensor | None = None
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device`` (tensors already there are not copied)."""
+        return Batch(self.x.to(device), self.context.to(device), self.decoder_index.to(device),
+                     None if self.labels is None else self.labels.to(device))
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -128,6 +133,12 @@ class Task(Protocol):
     def describe(self) -> dict[str, Any]:
         """The family as plain data (its settings and a fingerprint of its data): a run started
         from Python records it, and a resumed run must match it."""
+        ...
+
+    def to(self, device: torch.device) -> Task:
+        """Keep the examples on ``device``: fetching and transforming examples then happens there
+        (which examples, i.e. the random indices, are still drawn on the CPU from the seeded
+        generators, so a run draws the same batches on every device). Returns the task."""
         ...
 
 

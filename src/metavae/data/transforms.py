@@ -104,6 +104,7 @@ def transform_images(images: Tensor, family: str, values: Tensor) -> Tensor:
     if images.dtype == torch.uint8:
         x = x / 255.0
     x = x.unsqueeze(1)  # (n, 1, H, W)
-    theta = inverse_matrices(family, values.to(x.device), size=tuple(images.shape[1:])).to(torch.float32)  # type: ignore[arg-type]
+    # matrices in float64 on the CPU (not every device has float64), then float32 on the images' device
+    theta = inverse_matrices(family, values.cpu(), size=tuple(images.shape[1:])).to(x.device, torch.float32)  # type: ignore[arg-type]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (n, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0.0, 1.0)

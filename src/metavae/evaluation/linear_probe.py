@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from metavae.data.task import Batch, Task
+from metavae.training.devices import module_device
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,11 @@ def embed(model: nn.Module, batch: Batch, chunk: int = 4096) -> tuple[np.ndarray
         raise ValueError("the probe needs labelled examples: this task's batches carry no labels "
                          "(give a DatasetFamily (x, labels) pairs or a Dataset of (x, label) items)")
     n = batch.x.shape[0]
+    batch = batch.to(module_device(model))  # the model's device (CPU for a module without parameters)
     with torch.no_grad():  # the models' representation is computed in eval mode (and restores the mode)
         codes = [model.representation(batch.x[s : s + chunk], batch.context.select(torch.arange(s, min(s + chunk, n))))
                  for s in range(0, n, chunk)]
-    return torch.cat(codes).numpy(), batch.labels.numpy()
+    return torch.cat(codes).float().cpu().numpy(), batch.labels.cpu().numpy()
 
 
 def _fit(codes: np.ndarray, labels: np.ndarray, c: float, max_iter: int, seed: int) -> tuple[Pipeline, bool]:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from metavae.data.task import Batch
 from metavae.objectives import log_likelihood
+from metavae.training.devices import module_device
 
 __all__ = ["per_distribution_log_likelihood"]
 
@@ -20,6 +21,7 @@ def per_distribution_log_likelihood(
     seeded RNG, so repeated evaluations use the same importance samples and do not disturb the
     caller's random stream.
     """
+    batch = batch.to(module_device(model))
     with torch.no_grad():
         model.eval()
         chunk = max(1, 20_000 // max(1, batch.x.shape[0]))  # importance samples per pass, bounding memory
@@ -30,5 +32,5 @@ def per_distribution_log_likelihood(
         counts = torch.bincount(batch.decoder_index, minlength=num_distributions)
         if bool((counts == 0).any()):  # a mean over no examples is undefined, not 0 (which would look best)
             raise ValueError(f"the batch has no examples of distribution(s) {torch.nonzero(counts == 0).flatten().tolist()}")
-        total = torch.zeros(num_distributions, dtype=ll.dtype).index_add_(0, batch.decoder_index, ll)
-        return total / counts
+        total = torch.zeros(num_distributions, dtype=ll.dtype, device=ll.device).index_add_(0, batch.decoder_index, ll)
+        return (total / counts).cpu()

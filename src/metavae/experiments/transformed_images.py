@@ -37,6 +37,7 @@ from metavae.models import MODELS, LatentVariableModel
 from metavae.plotting.compare import plot_compare
 from metavae.plotting.probe import plot_probe
 from metavae.training.checkpoint import load_checkpoint, load_model_state
+from metavae.training.devices import resolve_device
 from metavae.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,9 @@ def load_run(run_dir: Path, data_root: Path, which: str = "best") -> tuple[Exper
     task = build_task(config, data_root)
     model = build_model(config, task)
     load_model_state(model, payload["state_dict"], path)
-    model.eval()
+    device = resolve_device(config.train.device)  # evaluate where the run was configured to train
+    model.to(device).eval()
+    task.to(device)
     return config, model, task
 
 

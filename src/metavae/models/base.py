@@ -22,6 +22,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl
 from metavae.data.context import Context
 
 __all__ = [
+    "at_least_float32",
     "Objective",
     "LatentTerm",
     "ELBOTerms",
@@ -370,14 +371,22 @@ def kl_term(q: Distribution, p: Distribution, sample: Tensor) -> Tensor:
         return q.log_prob(sample) - p.log_prob(sample)
 
 
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is in a half precision (bf16/fp16 from autocast), else unchanged (float32, float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def diagonal_gaussian(params: Tensor) -> Independent:
     """Split ``(…, 2·d)`` into loc and log-variance: ``Independent(Normal(loc, exp(½·logvar)), 1)``.
 
     Argument validation is off: the scale is positive by construction, and a NaN coming out of a
     diverged network must flow into the loss, where the trainer's divergence guard names the step,
     rather than stop deep inside ``torch.distributions``.
+
+    The parameters are taken in at least float32 whatever the network's precision (under bf16/fp16
+    autocast), so every log-density and KL computed from the distribution is float32 (or float64).
     """
-    loc, logvar = params.chunk(2, dim=-1)
+    loc, logvar = at_least_float32(params).chunk(2, dim=-1)
     return Independent(Normal(loc, torch.exp(0.5 * logvar.clamp(-30.0, 20.0)), validate_args=False), 1, validate_args=False)
 
 
@@ -394,4 +403,4 @@ def bernoulli_grey_levels(logits: Tensor, event_dims: int) -> Distribution:
     and log-likelihood numbers are comparable between models using it, not with other
     likelihoods. Support validation is therefore switched off.
     """
-    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims)
+    return Independent(Bernoulli(logits=at_least_float32(logits), validate_args=False), event_dims)  # float32 log-densities

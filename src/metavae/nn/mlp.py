@@ -74,12 +74,12 @@ class GroupedMLP(nn.Module):
         if int(counts.min()) == n_max:  # equal groups: a reshape, no padding
             packed = h[order].view(present.numel(), n_max, -1)
         else:
-            packed = h.new_zeros(present.numel(), n_max, h.shape[-1])
+            packed = h.new_zeros(present.numel(), n_max, h.shape[-1])  # (G, n_max, in)
             packed[sorted_slot, rank] = h[order]
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             packed = torch.baddbmm(b[present], packed, w[present])  # (G, n_max, out_i)
             if i < len(self.weights) - 1:
                 packed = self.activation(packed)
-        out = h.new_empty(h.shape[0], self.out_features)
+        out = packed.new_empty(h.shape[0], self.out_features)  # packed's dtype: lower under autocast
         out[order] = packed[sorted_slot, rank]
         return out

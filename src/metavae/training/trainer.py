@@ -37,6 +37,7 @@ from metavae.errors import ConfigError, DivergenceError, MetaVAEError, RunDirect
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.objectives import elbo
 from metavae.training.checkpoint import RESUME_KEYS, first_non_finite, load_checkpoint, load_model_state, save_checkpoint
+from metavae.training.devices import autocast, device_rng_state, grad_scaler, resolve_device, set_device_rng_state
 from metavae.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class Trainer:
         self.config: RunConfig = config
         self.train_cfg = config.train
         self.run = RunDirectory(run_dir)
+        self.device = resolve_device(self.train_cfg.device)
+        self.precision = self.train_cfg.precision
+        model.to(self.device)  # parameters move in place: the optimizer below sees them on the device
+        task.to(self.device)
+        self.scaler = grad_scaler(self.device, self.precision)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.train_cfg.lr)
         self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
         self.step_count = 0
@@ -88,29 +94,38 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step, any stage
     def step(self, batch: Batch, stage: str) -> dict[str, Any]:
-        """``train``: one Adam step on −ELBO, returns the loss. ``val``: IWAE per distribution."""
+        """``train``: one Adam step on −ELBO, returns the loss. ``val``: IWAE per distribution.
+
+        The batch is moved to the trainer's device; the model runs under autocast in
+        ``train.precision`` (its log-weights, hence the loss, are float32).
+        """
+        batch = batch.to(self.device)
         if stage == "train":
             self.model.train()
-            log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
-                                           objective="training")  # (1, B)
-            loss = -elbo(log_w).mean()
+            with autocast(self.device, self.precision):
+                log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
+                                               objective="training")  # (1, B)
+            loss = -elbo(log_w.float()).mean()
             value = float(loss.detach())
             limit = self.train_cfg.loss_limit
             if not math.isfinite(value) or (limit is not None and abs(value) > limit):
                 self._diverged(f"the training loss is {value:.4g}" + (f" (train.loss_limit {limit:g})" if limit else ""))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-            if not math.isfinite(grad_norm):
+            if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
                 self._diverged(f"the gradient norm is {grad_norm}")
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: an overflowed step is skipped and the scale lowered
+            self.scaler.update()
             bad = first_non_finite(dict(self.model.named_parameters()))
             if bad is not None:
                 self._diverged(f"parameter {bad} became non-finite after the optimizer step")
             return {"loss": value}
-        per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,  # type: ignore[arg-type]
-                                                   self.train_cfg.val_importance_samples, self.train_cfg.seed + 1)
+        with autocast(self.device, self.precision):
+            per_dist = per_distribution_log_likelihood(self.model, batch, self.task.num_decoders,  # type: ignore[arg-type]
+                                                       self.train_cfg.val_importance_samples, self.train_cfg.seed + 1)
         names = self.task.distribution_names()
         if not bool(torch.isfinite(per_dist).all()):
             self._diverged(f"the validation IWAE is not finite ({dict(zip(names, per_dist.tolist()))})", at=self.step_count)
@@ -130,9 +145,11 @@ class Trainer:
     def _payload(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()},
+            "state_dict": _to_cpu(self.model.state_dict()),  # device-independent: loads anywhere
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state(),
+                    "device": device_rng_state(self.device)},
             "step": self.step_count,
             "best": {"val_iwae": self.best_val, "step": self.best_step},
             "running_loss": list(self._running),
@@ -173,6 +190,9 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
             torch.set_rng_state(payload["rng"]["torch"])
             self.generator.set_state(payload["rng"]["data"])
+            set_device_rng_state(self.device, payload["rng"].get("device"))
+            if payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: optimizer or random state does not fit this model "
                               f"({' '.join(str(exc).split())[:200]}); retrain with --overwrite") from None
@@ -279,6 +299,17 @@ class Trainer:
                 if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
                     self._save(self.run.last_checkpoint)
         return FitResult(self.step_count, self.best_val, self.best_step, time.perf_counter() - start)
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Every tensor of a (nested) state on the CPU (unchanged, not copied, if it is there already)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def describe_task(task: Task) -> dict[str, Any]:
