@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -58,11 +60,37 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_ranks(args: argparse.Namespace) -> int:
+    """``metavae train … --nproc N``: the same command under ``torchrun`` with N local ranks
+    (``python -m torch.distributed.run --standalone --nproc_per_node N -m metavae train …``)."""
+    argv, rest = list(args.argv), []
+    skip = False
+    for item in argv:  # the same arguments without --nproc
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if not item.startswith("--nproc="):
+            rest.append(item)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))  # the cores shared among ranks
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "metavae", *rest]
+    log.info("launching %d ranks: %s", args.nproc, " ".join(command))
+    return subprocess.run(command, env=env).returncode
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_ranks(args)
     config = _config_from_args(args)
     out = Path(args.out) if args.out else _default_out(config)
     result = images.train(config, out, resolve_data_root(args.data_dir), resume=args.resume, overwrite=args.overwrite,
                           progress=_progress(args))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation IWAE {result.best_val:.2f} "
           f"at step {result.best_step}; run directory {out}")
     return 0
@@ -164,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default runs/<name>_<model>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
     _add_run_flags(p, "continue the run in --out from its last checkpoint (train.max_steps/epochs may grow)")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel training on N local processes (launches torchrun; gloo on CPU, nccl on CUDA)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -192,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {value}")
+    return value
+
+
 def _add_run_flags(p: argparse.ArgumentParser, resume_help: str) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help=resume_help)
@@ -205,7 +245,9 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun the other ranks only warn
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -56,6 +56,13 @@ class Batch:
     decoder_index: Tensor
     labels: Tensor | None = None
 
+    def shard(self, rows: slice) -> Batch:
+        """Queries ``rows`` of this batch with their context sets, keeping only the context elements
+        those sets use (re-indexed, in their original order)."""
+        used, inverse = torch.unique(self.context.index[rows], return_inverse=True)  # (P',), (b, N)
+        return Batch(self.x[rows], Context(self.context.elements[used], inverse), self.decoder_index[rows],
+                     None if self.labels is None else self.labels[rows])
+
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device`` (tensors already there are not copied)."""
         return Batch(self.x.to(device), self.context.to(device), self.decoder_index.to(device),

@@ -12,17 +12,23 @@ objectives and ``kl`` are assembled) and ``_representation``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
+from torch.distributions.utils import _standard_normal
 
 from metavae.data.context import Context
 
 __all__ = [
     "at_least_float32",
+    "noise_shard",
+    "reparameterized_sample",
     "Objective",
     "LatentTerm",
     "ELBOTerms",
@@ -369,6 +375,37 @@ def kl_term(q: Distribution, p: Distribution, sample: Tensor) -> Tensor:
         return kl_divergence(q, p)
     except NotImplementedError:
         return q.log_prob(sample) - p.log_prob(sample)
+
+
+_NOISE_SHARD: ContextVar[tuple[slice, int] | None] = ContextVar("metavae_noise_shard", default=None)
+
+
+@contextlib.contextmanager
+def noise_shard(rows: slice, batch_size: int) -> Iterator[None]:
+    """Within this block, :func:`reparameterized_sample` draws the standard-normal noise of a whole
+    batch of ``batch_size`` rows (the batch axis is the second-last of every latent) and uses the
+    ``rows`` of it: a shard of a batch is then perturbed exactly as those rows of the whole batch
+    would be (data-parallel training, :mod:`metavae.training.distributed`)."""
+    token = _NOISE_SHARD.set((rows, batch_size))
+    try:
+        yield
+    finally:
+        _NOISE_SHARD.reset(token)
+
+
+def reparameterized_sample(q: Distribution, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    """``q.rsample(sample_shape)`` for a diagonal Gaussian ``q`` — the same random numbers, the same
+    stream — except inside :func:`noise_shard`, where the noise of the whole batch is drawn and the
+    shard's rows are used: ``loc + ε[…, rows, :] · scale`` with ``ε ~ N(0, I)`` of the whole batch's shape."""
+    shard = _NOISE_SHARD.get()
+    if shard is None:
+        return q.rsample(torch.Size(sample_shape))
+    rows, batch_size = shard
+    normal = q.base_dist if isinstance(q, Independent) else q
+    shape = q._extended_shape(torch.Size(sample_shape))  # (…, B_shard, d)
+    full = (*shape[:-2], batch_size, shape[-1])
+    eps = _standard_normal(full, dtype=normal.loc.dtype, device=normal.loc.device)[..., rows, :]
+    return normal.loc + eps * normal.scale
 
 
 def at_least_float32(t: Tensor) -> Tensor:

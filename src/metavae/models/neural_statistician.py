@@ -36,6 +36,7 @@ from metavae.models.base import (
     Objective,
     bernoulli_grey_levels,
     diagonal_gaussian,
+    reparameterized_sample,
     standard_normal,
 )
 from metavae.nn import MLP, SetEncoder
@@ -149,9 +150,9 @@ class NeuralStatistician(LatentVariableModel):
         assert context is not None, f"{type(self).__name__} needs a context set"
         sets = self.set_for_c(x, context)
         q_c = self.posterior_c(sets)
-        c = q_c.rsample((num_samples,))  # (K, B, c)
+        c = reparameterized_sample(q_c, (num_samples,))  # (K, B, c)
         q_z = self.posterior_z(x, c)
-        z = q_z.rsample()  # (K, B, z)
+        z = reparameterized_sample(q_z)  # (K, B, z)
         p_z = diagonal_gaussian(self.prior_z(c))
         logits = self.decoder(torch.cat([z, c], dim=-1)).view(*z.shape[:2], *self.event_shape)
         log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)

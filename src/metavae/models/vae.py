@@ -25,6 +25,7 @@ from metavae.models.base import (
     LatentVariableModel,
     bernoulli_grey_levels,
     diagonal_gaussian,
+    reparameterized_sample,
     standard_normal,
 )
 from metavae.nn import MLP, GroupedMLP
@@ -102,7 +103,7 @@ class VAE(LatentVariableModel):
         q = N(μ, diag σ²) is ½ Σ_d (μ_d² + σ_d² − 1 − log σ_d²).
         """
         q = self.posterior(x, context)
-        z = q.rsample((num_samples,))  # (K, B, z)
+        z = reparameterized_sample(q, (num_samples,))  # (K, B, z)
         k, b = z.shape[:2]
         if decoder_index is None or self.num_decoders == 1:
             decoder_index = torch.zeros(b, dtype=torch.long, device=x.device)

@@ -35,9 +35,11 @@ from metavae.config import RunConfig, TrainConfig, TrainingRun, read_config_file
 from metavae.data.task import Batch, Task
 from metavae.errors import ConfigError, DivergenceError, MetaVAEError, RunDirectoryError
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
+from metavae.models.base import noise_shard
 from metavae.objectives import elbo
 from metavae.training.checkpoint import RESUME_KEYS, first_non_finite, load_checkpoint, load_model_state, save_checkpoint
 from metavae.training.devices import autocast, device_rng_state, grad_scaler, resolve_device, set_device_rng_state
+from metavae.training.distributed import setup_distributed, shard_rows
 from metavae.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -78,10 +80,14 @@ class Trainer:
         self.config: RunConfig = config
         self.train_cfg = config.train
         self.run = RunDirectory(run_dir)
-        self.device = resolve_device(self.train_cfg.device)
+        self.dist, self.device = setup_distributed(resolve_device(self.train_cfg.device))  # torchrun: this rank's place
         self.precision = self.train_cfg.precision
         model.to(self.device)  # parameters move in place: the optimizer below sees them on the device
         task.to(self.device)
+        self._parallel = None
+        if self.dist.active:  # gradients averaged across ranks; parameters broadcast from rank 0 now
+            self._parallel = torch.nn.parallel.DistributedDataParallel(
+                _Seam(model), device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.scaler = grad_scaler(self.device, self.precision)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.train_cfg.lr)
         self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
@@ -102,11 +108,17 @@ class Trainer:
         batch = batch.to(self.device)
         if stage == "train":
             self.model.train()
-            with autocast(self.device, self.precision):
-                log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
-                                               objective="training")  # (1, B)
+            if self._parallel is None:
+                with autocast(self.device, self.precision):
+                    log_w = self.model.log_weights(batch.x, batch.context, 1, decoder_index=batch.decoder_index,
+                                                   objective="training")  # (1, B)
+            else:  # this rank's share of the global batch, perturbed as in the one-process run
+                rows = shard_rows(batch.x.shape[0], self.dist.rank, self.dist.world_size)
+                part = batch.shard(rows)
+                with autocast(self.device, self.precision), noise_shard(rows, batch.x.shape[0]):
+                    log_w = self._parallel(part.x, part.context, part.decoder_index)  # (1, B / world_size)
             loss = -elbo(log_w.float()).mean()
-            value = float(loss.detach())
+            value = self.dist.mean(float(loss.detach()))  # the global batch's loss, the same on every rank
             limit = self.train_cfg.loss_limit
             if not math.isfinite(value) or (limit is not None and abs(value) > limit):
                 self._diverged(f"the training loss is {value:.4g}" + (f" (train.loss_limit {limit:g})" if limit else ""))
@@ -156,7 +168,8 @@ class Trainer:
         }
 
     def _save(self, path: Path) -> None:
-        save_checkpoint(path, self._payload())
+        if self.dist.is_main:  # the other ranks hold the same state
+            save_checkpoint(path, self._payload())
         if path == self.run.last_checkpoint:
             self._saved_step = self.step_count
 
@@ -216,24 +229,40 @@ class Trainer:
         """
         self.task.check(self.train_cfg)
         self._check_model_fits_task()
-        state = self.run.inspect(resume=resume, overwrite=overwrite)
-        payload = self._resumable_payload() if state == "run" and resume else None
-        signature = _file_signature(self.run.last_checkpoint) if payload is not None else None
-        self.run.claim(state, overwrite=overwrite)
+        main = self.dist.is_main  # only rank 0 touches the run directory
+        payload, error = None, None
+        try:
+            if main:
+                state = self.run.inspect(resume=resume, overwrite=overwrite)
+                payload = self._resumable_payload() if state == "run" and resume else None
+                signature = _file_signature(self.run.last_checkpoint) if payload is not None else None
+                self.run.claim(state, overwrite=overwrite)
+        except Exception as exc:  # told to the other ranks first, so that none waits forever
+            error = exc
+        start = self.dist.broadcast((None if error is None else f"{error}", payload is not None))
+        if error is not None:
+            raise error
+        if start[0] is not None:
+            raise RunDirectoryError(f"rank 0 could not start the run: {start[0]}")
+        if not main and start[1]:  # rank 0 resumes: so does this rank, from the same checkpoint
+            payload = load_checkpoint(self.run.last_checkpoint, RESUME_KEYS)
+            load_model_state(self.model, payload["state_dict"], self.run.last_checkpoint)
         handler = None
         try:
             if payload is not None:
-                if _file_signature(self.run.last_checkpoint) != signature:
+                if main and _file_signature(self.run.last_checkpoint) != signature:
                     raise RunDirectoryError(f"{self.run.last_checkpoint} changed while this run was starting; run the command again")
                 self._restore(payload)
-                self.run.truncate_metrics(self.step_count)  # drop what was logged after that checkpoint
-            elif state == "run" and resume:  # resumed before its first checkpoint: start over inside it
+                if main:
+                    self.run.truncate_metrics(self.step_count)  # drop what was logged after that checkpoint
+            elif main and state == "run" and resume:  # resumed before its first checkpoint: start over inside it
                 self.run.truncate_metrics(0)
-            self.run.write_config(self.config)
-            handler = _attach_log_file(self.run.log_path)
+            if main:
+                self.run.write_config(self.config)
+                handler = _attach_log_file(self.run.log_path)
             if self.train_cfg.num_threads:
                 torch.set_num_threads(self.train_cfg.num_threads)
-            return self._loop(progress)
+            return self._loop(progress and main)
         except MetaVAEError as exc:  # the reason a run stopped belongs in its log (the CLI prints it once)
             if handler is not None:
                 handler.handle(logging.makeLogRecord({"name": log.name, "levelno": logging.ERROR, "levelname": "ERROR",
@@ -244,6 +273,7 @@ class Trainer:
                 logging.getLogger("metavae").removeHandler(handler)
                 handler.close()
             self.run.release()
+            self.dist.close()  # leave a process group this trainer joined (torchrun: one run per process)
 
     def _check_model_fits_task(self) -> None:
         """Refuse (``ValueError``) a model built for another event shape or number of decoders,
@@ -290,7 +320,8 @@ class Trainer:
                     improved = val["val_iwae"] > self.best_val
                     if improved:
                         self.best_val, self.best_step = val["val_iwae"], self.step_count
-                    self.run.append_metrics(record)
+                    if self.dist.is_main:
+                        self.run.append_metrics(record)
                     bar.set_postfix(loss=f"{record['train_loss']:.1f}", val_iwae=f"{val['val_iwae']:.1f}")
                     log.info("step %d  train −ELBO %.2f  val IWAE %.2f%s", self.step_count, record["train_loss"],
                              val["val_iwae"], "  (best)" if improved else "")
@@ -299,6 +330,18 @@ class Trainer:
                 if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
                     self._save(self.run.last_checkpoint)
         return FitResult(self.step_count, self.best_val, self.best_step, time.perf_counter() - start)
+
+
+class _Seam(torch.nn.Module):
+    """The training log-weights as ``forward``, so that ``DistributedDataParallel`` sees the model's
+    computation (it synchronises gradients of what runs through ``forward``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, context: Any, decoder_index: torch.Tensor) -> torch.Tensor:
+        return self.model.log_weights(x, context, 1, decoder_index=decoder_index, objective="training")
 
 
 def _to_cpu(obj: Any) -> Any:
