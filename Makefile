@@ -34,6 +34,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/data_parallel.py
 
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
