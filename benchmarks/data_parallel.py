@@ -6,7 +6,7 @@ threads; N ranks get ``cores / N`` threads each and split every global batch (ea
 whole batch's indices from the shared seed, fetches and transforms it, and computes the model on its
 share; gradients are averaged by ``DistributedDataParallel``).
 
-Usage: python benchmarks/data_parallel.py [--nproc 2] [--steps 40] [--data-dir data]. The last line
+Usage: python benchmarks/data_parallel.py [--nproc 2] [--steps 40] [--device cpu] [--data-dir data]. The last line
 printed is one JSON object.
 """
 
@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 
-def measure(steps: int, warmup: int, data_dir: str) -> dict:
+def measure(steps: int, warmup: int, data_dir: str, device: str) -> dict:
     """Time ``steps`` training steps after ``warmup`` (in this process, which may be one rank of many)."""
     from metavae.config import load_config
     from metavae.experiments.transformed_images import build_model, build_task
     from metavae.training import Trainer
 
-    cfg = load_config(None, [("data.family", "rotate"), ("data.split", "sparse"), ("train.device", "cpu")])
+    cfg = load_config(None, [("data.family", "rotate"), ("data.split", "sparse"), ("train.device", device)])
     task = build_task(cfg, Path(data_dir))
     trainer = Trainer(build_model(cfg, task), task, cfg, Path("/nonexistent-run-dir"))
     tc = trainer.train_cfg
@@ -52,10 +52,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--data-dir", default=os.environ.get("METAVAE_DATA", "data"))
+    parser.add_argument("--device", default="cpu", help="train.device of every rank (cuda: one GPU per rank, nccl)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: write this process's result here
     args = parser.parse_args()
     if args.worker:
-        result = measure(args.steps, args.warmup, args.data_dir)
+        result = measure(args.steps, args.warmup, args.data_dir, args.device)
         if int(os.environ.get("RANK", "0")) == 0:
             Path(args.worker).write_text(json.dumps(result))
         return
@@ -66,7 +67,7 @@ def main() -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // nproc)))
         env.pop("WORLD_SIZE", None)
         me = [str(Path(__file__).resolve()), "--steps", str(args.steps), "--warmup", str(args.warmup),
-              "--data-dir", args.data_dir, "--worker", str(out)]
+              "--data-dir", args.data_dir, "--device", args.device, "--worker", str(out)]
         command = [sys.executable, *me] if nproc == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *me]
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
