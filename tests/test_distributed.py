@@ -105,6 +105,7 @@ def test_the_global_batch_must_split_evenly_across_ranks(mnist_root, tmp_path):
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "does not split into 3 equal shares" in proc.stderr
+    assert not (tmp_path / "r").exists()  # refused before the run directory was created
 
 
 @pytest.mark.parametrize("value", ["0", "two"])

@@ -229,6 +229,8 @@ class Trainer:
         """
         self.task.check(self.train_cfg)
         self._check_model_fits_task()
+        if self.dist.active:  # the global batch must split into equal shares, checked before the directory is touched
+            shard_rows(self.train_cfg.batch_size * self.task.num_decoders, self.dist.rank, self.dist.world_size)
         main = self.dist.is_main  # only rank 0 touches the run directory
         payload, error = None, None
         try:
