@@ -97,6 +97,15 @@ def test_a_killed_two_rank_run_resumes_where_it_stopped(mnist_root, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, weights_only=True)["step"] == stopped + 4
     assert f"resumed from {last} at step {stopped}" in resumed.stderr
+    # the same 2-rank run without the kill ends bit-identically (every rank restored rank 0's state)
+    whole = subprocess.run([*[a if a != str(out) else str(tmp_path / "whole") for a in base],
+                            *_tiny_set(("train.max_steps", stopped + 4), ("train.checkpoint_every", 2),
+                                       ("train.validate_every", 50), ("train.device", "cpu"))],
+                           env=_env(), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a = torch.load(last, weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_global_batch_must_split_evenly_across_ranks(mnist_root, tmp_path):

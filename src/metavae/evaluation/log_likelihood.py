@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from metavae.data.task import Batch
 from metavae.objectives import log_likelihood
-from metavae.training.devices import module_device
+from metavae.training.devices import forked_rng, module_device
 
 __all__ = ["per_distribution_log_likelihood"]
 
@@ -25,7 +25,7 @@ def per_distribution_log_likelihood(
     with torch.no_grad():
         model.eval()
         chunk = max(1, 20_000 // max(1, batch.x.shape[0]))  # importance samples per pass, bounding memory
-        with torch.random.fork_rng(devices=[]):
+        with forked_rng(batch.x.device):  # the CPU's and the model device's streams are left as they were
             torch.manual_seed(seed)
             ll = log_likelihood(model, batch.x, batch.context, num_importance_samples, samples_per_chunk=chunk,
                                 decoder_index=batch.decoder_index, objective="marginal")  # (B,)

@@ -173,7 +173,7 @@ def load_run(run_dir: Path, data_root: Path, which: str = "best") -> tuple[Exper
     task = build_task(config, data_root)
     model = build_model(config, task)
     load_model_state(model, payload["state_dict"], path)
-    device = resolve_device(config.train.device)  # evaluate where the run was configured to train
+    device = resolve_device(config.train.device, fallback=True)  # where it trained, or the CPU if that is not here
     model.to(device).eval()
     task.to(device)
     return config, model, task

@@ -17,7 +17,8 @@ class DiagonalNormalMixture(MixtureSameFamily):
     log p(c) = logsumexp_m [log π_m + Σ_d log N(c_d; μ_md, σ_md)], where the Gaussian terms are
     Σ_d log N(c_d; μ_md, σ_md) = −½ (c²·σ⁻²_m − 2 c·μ_mσ⁻²_m + μ_m²·σ⁻²_m) − Σ_d log σ_md − (D/2) log 2π,
     i.e. two ``(…, D) @ (D, M)`` matmuls instead of a ``(…, M, D)`` broadcast. The expansion
-    cancels (c² − 2cμ + μ²), so it is evaluated in float64 whatever the input precision.
+    cancels (c² − 2cμ + μ²), so it is evaluated in float64 whatever the input precision (float32 on
+    MPS, which has no float64).
     Sampling and all other methods are ``MixtureSameFamily``'s.
 
     Args:
@@ -33,9 +34,10 @@ class DiagonalNormalMixture(MixtureSameFamily):
         """``value: (…, D)`` → ``(…,)``."""
         comp = self.component_distribution.base_dist
         dtype = value.dtype
-        value, loc, scale = value.double(), comp.loc.double(), comp.scale.double()  # loc, scale: (M, D)
+        wide = torch.float32 if value.device.type == "mps" else torch.float64  # MPS has no float64
+        value, loc, scale = value.to(wide), comp.loc.to(wide), comp.scale.to(wide)  # loc, scale: (M, D)
         precision = scale.pow(-2)
         quad = value.pow(2) @ precision.T - 2 * value @ (loc * precision).T + (loc.pow(2) * precision).sum(-1)  # (…, M)
         log_norm = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)  # (M,)
-        log_mix = torch.log_softmax(self.mixture_distribution.logits.double(), dim=-1)  # (M,)
+        log_mix = torch.log_softmax(self.mixture_distribution.logits.to(wide), dim=-1)  # (M,)
         return torch.logsumexp(log_mix - 0.5 * quad.clamp_min(0.0) - log_norm, dim=-1).to(dtype)

@@ -42,6 +42,7 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False  # this process initialised the process group (and tears it down)
+    device: torch.device = torch.device("cpu")  # where collectives put their tensors (nccl: the rank's GPU)
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +56,7 @@ class Distributed:
         """The mean of ``value`` over the ranks (every rank gets the same number)."""
         if not self.active:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float32, device=self.device)  # float32: every backend reduces it
         dist.all_reduce(t)
         return float(t) / self.world_size
 
@@ -66,6 +67,27 @@ class Distributed:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def run_on_main(self, action: Any) -> None:
+        """Rank 0 runs ``action()`` (a write); every rank then learns whether it failed and raises if so,
+        so that no rank waits in the next collective for a rank that has stopped."""
+        error = None
+        if self.is_main:
+            try:
+                action()
+            except Exception as exc:  # told to the other ranks first
+                error = exc
+        failure = self.broadcast(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if failure is not None:
+            from metavae.errors import RunDirectoryError
+
+            raise RunDirectoryError(f"rank 0 stopped: {failure}")
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
@@ -84,8 +106,11 @@ def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
     if world <= 1:
         return Distributed(), device
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "mps":
+        raise ConfigError("config key 'train.device': data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl), "
+                          "not on MPS; train on one process, or use cpu")
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank)  # torchrun: one GPU per local rank
         torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
@@ -95,7 +120,7 @@ def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
             raise ConfigError(f"cannot join the data-parallel run (rank {rank} of {world}): {' '.join(str(exc).split())[:200]}; "
                               "launch with torchrun (or metavae train --nproc N)") from None
         owns = True
-    return Distributed(rank, world, local_rank, owns), device
+    return Distributed(rank, world, local_rank, owns, device if device.type == "cuda" else torch.device("cpu")), device
 
 
 def shard_rows(batch_size: int, rank: int, world_size: int) -> slice:

@@ -168,8 +168,8 @@ class Trainer:
         }
 
     def _save(self, path: Path) -> None:
-        if self.dist.is_main:  # the other ranks hold the same state
-            save_checkpoint(path, self._payload())
+        # the other ranks hold the same state; a failed write stops every rank
+        self.dist.run_on_main(lambda: save_checkpoint(path, self._payload()))
         if path == self.run.last_checkpoint:
             self._saved_step = self.step_count
 
@@ -241,13 +241,14 @@ class Trainer:
                 self.run.claim(state, overwrite=overwrite)
         except Exception as exc:  # told to the other ranks first, so that none waits forever
             error = exc
-        start = self.dist.broadcast((None if error is None else f"{error}", payload is not None))
+        # rank 0 tells the others whether it started and, if it resumes, the checkpoint itself (no shared disk needed)
+        start = self.dist.broadcast((None if error is None else f"{error}", payload))
         if error is not None:
             raise error
         if start[0] is not None:
             raise RunDirectoryError(f"rank 0 could not start the run: {start[0]}")
-        if not main and start[1]:  # rank 0 resumes: so does this rank, from the same checkpoint
-            payload = load_checkpoint(self.run.last_checkpoint, RESUME_KEYS)
+        if not main and start[1] is not None:  # rank 0 resumes: so does this rank, from the same state
+            payload = start[1]
             load_model_state(self.model, payload["state_dict"], self.run.last_checkpoint)
         handler = None
         try:
@@ -322,8 +323,7 @@ class Trainer:
                     improved = val["val_iwae"] > self.best_val
                     if improved:
                         self.best_val, self.best_step = val["val_iwae"], self.step_count
-                    if self.dist.is_main:
-                        self.run.append_metrics(record)
+                    self.dist.run_on_main(lambda record=record: self.run.append_metrics(record))
                     bar.set_postfix(loss=f"{record['train_loss']:.1f}", val_iwae=f"{val['val_iwae']:.1f}")
                     log.info("step %d  train −ELBO %.2f  val IWAE %.2f%s", self.step_count, record["train_loss"],
                              val["val_iwae"], "  (best)" if improved else "")
@@ -331,6 +331,7 @@ class Trainer:
                         self._save(self.run.best_checkpoint)
                 if self.step_count % cfg.checkpoint_every == 0 or done or self.step_count % validate_every == 0:
                     self._save(self.run.last_checkpoint)
+        self.dist.barrier()  # every rank leaves with rank 0's last writes done
         return FitResult(self.step_count, self.best_val, self.best_step, time.perf_counter() - start)
 
 
