@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metavae.data.physics import InclinedPlane, descent_time
+from metavae.data.physics import GRAVITY, InclinedPlane, descent_time
 
 __all__ = ["PosteriorSummary", "exact_posterior", "posterior_density"]
 
@@ -41,11 +41,18 @@ class PosteriorSummary:
 
 def _log_likelihood(mu: Tensor, time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane) -> Tensor:
     """log p(observation | μ) up to a constant, for ``mu: (M, J)`` and ``(M,)`` observations; −inf where impossible."""
-    expected = descent_time(length[:, None], angle[:, None], mu, simulator.method, simulator.dt)  # (M, J)
-    slides = torch.isfinite(expected)
-    z = (time[:, None] - torch.where(slides, expected, torch.zeros_like(expected))) / simulator.noise
-    log_lik = torch.where(slides, -0.5 * z * z, torch.full_like(z, -math.inf))  # the box slid: Gaussian in t
-    return torch.where(slid[:, None], log_lik, torch.where(slides, -math.inf, 0.0))  # it did not: μ ≥ tan A
+    rad = angle[:, None] * (math.pi / 180.0)
+    a = GRAVITY * (torch.sin(rad) - torch.cos(rad) * mu)  # (M, J) acceleration
+    slides = a > 0
+    if simulator.method == "closed_form":
+        expected = torch.sqrt((2 * length[:, None]) / a.clamp_min(1e-300))
+    else:
+        expected = descent_time(length[:, None], angle[:, None], mu, simulator.method, simulator.dt)
+    z = (time[:, None] - expected).div_(simulator.noise)
+    log_lik = z.mul_(z).mul_(-0.5)  # the box slid: Gaussian in t
+    impossible = torch.where(slid[:, None], ~slides, slides)  # slid but μ ≥ tan A, or stopped but μ < tan A
+    log_lik = torch.where(slid[:, None], log_lik, torch.zeros_like(log_lik))  # it did not slide: flat on μ ≥ tan A
+    return log_lik.masked_fill_(impossible, -math.inf)
 
 
 def _normalised(mu: Tensor, log_lik: Tensor) -> Tensor:
@@ -57,7 +64,7 @@ def _normalised(mu: Tensor, log_lik: Tensor) -> Tensor:
 
 
 def posterior_density(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane = InclinedPlane(),
-                      grid_size: int = 2001) -> tuple[Tensor, Tensor]:
+                      grid_size: int = 513, coarse_size: int = 257) -> tuple[Tensor, Tensor]:
     """``(grid (M, J), density (M, J))``: p(μ | observation) on a uniform grid per observation, each row
     integrating to 1 (trapezoid rule).
 
@@ -65,26 +72,31 @@ def posterior_density(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor,
     plane's ``length`` and ``angle`` (degrees); the descent time uses the simulator's method.
 
     Two passes, because a posterior can be far narrower than the prior (σ_μ ≈ 3·10⁻⁵ for long,
-    steep planes): a coarse grid of ``grid_size`` points over the prior finds where the density
+    steep planes): a coarse grid of ``coarse_size`` points over the prior finds where the density
     exceeds e⁻⁴⁰ of its maximum; a second grid of ``grid_size`` points spans that region, widened
     by one coarse step on each side (so a peak between two coarse points is inside it).
     """
     time, length, angle = (torch.as_tensor(v, dtype=torch.float64) for v in (time, length, angle))
     slid = torch.as_tensor(slid, dtype=torch.bool)
     m = time.shape[0]
-    coarse = torch.linspace(simulator.mu_low, simulator.mu_high, grid_size, dtype=torch.float64).expand(m, -1)
+    coarse = torch.linspace(simulator.mu_low, simulator.mu_high, coarse_size, dtype=torch.float64).expand(m, -1)
     log_lik = _log_likelihood(coarse, time, slid, length, angle, simulator)
     keep = log_lik > log_lik.amax(dim=1, keepdim=True) - 40.0  # (M, J)
-    index = torch.arange(grid_size).expand(m, -1)
-    first = torch.where(keep, index, grid_size).amin(1).sub(1).clamp_min(0)
-    last = torch.where(keep, index, -1).amax(1).add(1).clamp_max(grid_size - 1)
+    index = torch.arange(coarse_size).expand(m, -1)
+    first = torch.where(keep, index, coarse_size).amin(1).sub(1).clamp_min(0)
+    last = torch.where(keep, index, -1).amax(1).add(1).clamp_max(coarse_size - 1)
     lo, hi = coarse[0, first], coarse[0, last]  # (M,)
+    # a box that did not slide: the posterior is uniform on [tan A, μ_hi]; its grid starts exactly at the
+    # jump, so the trapezoid rule integrates it exactly (a jump inside the grid would cost O(step))
+    tan = torch.tan(angle * (math.pi / 180.0)).clamp(simulator.mu_low, simulator.mu_high)
+    lo = torch.where(slid, lo, tan)
+    hi = torch.where(slid, hi, torch.full_like(hi, simulator.mu_high))
     fine = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0, 1, grid_size, dtype=torch.float64)
     return fine, _normalised(fine, _log_likelihood(fine, time, slid, length, angle, simulator))
 
 
 def exact_posterior(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane = InclinedPlane(),
-                    levels: Sequence[float] = (0.5, 0.9), grid_size: int = 2001, chunk: int = 8192) -> PosteriorSummary:
+                    levels: Sequence[float] = (0.5, 0.9), grid_size: int = 513, chunk: int = 8192) -> PosteriorSummary:
     """Mean, variance and central ``levels`` intervals of p(μ | observation) for ``(M,)`` observations."""
     time, slid, length, angle = (torch.as_tensor(v).reshape(-1) for v in (time, slid, length, angle))
     means, variances = [], []
