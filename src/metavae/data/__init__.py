@@ -6,11 +6,12 @@ from metavae.data.dataset_family import DatasetFamily
 from metavae.data.families import FAMILIES, GRIDS, IDENTITY, SPLITS, TransformedImages, canonical_split, split_values
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.data.mnist import ImageSplit, default_data_root, ensure_mnist, fetch_mnist, load_mnist, load_split
+from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane, PlaneSimulation
 from metavae.data.task import HELD_OUT, Batch, Part, Task, sample_batch
 from metavae.data.transforms import inverse_matrices, transform_images
 
 __all__ = [
-    "FAMILIES", "GRIDS", "HELD_OUT", "IDENTITY", "SPLITS", "Batch", "Context", "DatasetFamily", "ImageFamilyTask", "ImageSplit",
+    "FAMILIES", "GRIDS", "HELD_OUT", "InclinedPlane", "PlaneSimulation", "TEST_PLANES", "TRAIN_PLANES", "IDENTITY", "SPLITS", "Batch", "Context", "DatasetFamily", "ImageFamilyTask", "ImageSplit",
     "Part", "Task", "TransformedImages", "as_context", "canonical_split", "default_data_root", "ensure_mnist", "fetch_mnist",
     "inverse_matrices", "load_images", "load_mnist", "load_split", "sample_batch", "sample_without_replacement",
     "split_values", "subset_index", "transform_images",
