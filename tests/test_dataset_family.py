@@ -202,3 +202,15 @@ def test_the_top_level_exports_the_public_api_and_every_module_declares_all():
         else:
             missing += [f"{info.name}.{n}" for n in module.__all__ if not hasattr(module, n)]
     assert not missing, f"modules without __all__ (or naming what they lack): {missing}"
+
+
+def test_a_dataset_of_items_that_are_not_tensors_is_a_value_error_naming_the_entry():
+    class Dicts(Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return {"image": torch.rand(4)}
+
+    with pytest.raises(ValueError, match=r"train\[0\]: the Dataset's items must be tensors .* got dict"):
+        DatasetFamily([Dicts()])

@@ -157,3 +157,10 @@ def test_bad_family_or_scale_is_a_value_error_naming_the_argument():
         transform_images(torch.zeros(1, 5, 5), "blur", torch.zeros(1))
     with pytest.raises(ValueError, match="values: scale factors must be positive, got -1"):
         transform_images(torch.zeros(2, 5, 5), "scale", torch.tensor([1.0, -1.0]))
+
+
+def test_float_images_outside_grey_levels_and_empty_batches():
+    with pytest.raises(ValueError, match=r"images: float images must lie in \[0, 1\] \(grey levels\), got range \[0, 2\]"):
+        transform_images(torch.tensor([[[0.0, 2.0]]]), "rotate", torch.zeros(1))
+    empty = transform_images(torch.zeros(0, 5, 7, dtype=torch.uint8), "shear", torch.zeros(0))
+    assert empty.shape == (0, 1, 5, 7) and empty.dtype == torch.float32

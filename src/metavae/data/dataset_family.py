@@ -55,11 +55,15 @@ def _as_examples(data: Any, where: str) -> tuple[Tensor, Tensor | None]:
             raise ValueError(f"{where}: a Dataset must have a length and integer indexing (a map-style Dataset)") from None
         if not items:
             raise ValueError(f"{where}: the Dataset is empty")
-        if isinstance(items[0], (tuple, list)):
-            x = torch.stack([torch.as_tensor(item[0]) for item in items])
-            labels = torch.as_tensor([int(item[1]) for item in items])
-        else:
-            x = torch.stack([torch.as_tensor(item) for item in items])
+        try:
+            if isinstance(items[0], (tuple, list)):
+                x = torch.stack([torch.as_tensor(item[0]) for item in items])
+                labels = torch.as_tensor([int(item[1]) for item in items])
+            else:
+                x = torch.stack([torch.as_tensor(item) for item in items])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{where}: the Dataset's items must be tensors (or arrays) of one shape, or (x, label) pairs; "
+                             f"got {type(items[0]).__name__} ({' '.join(str(exc).split())[:120]})") from None
     elif isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"{where}: expected a tensor x or a pair (x, labels), got a sequence of length {len(data)}")

@@ -100,6 +100,12 @@ def transform_images(images: Tensor, family: str, values: Tensor) -> Tensor:
         raise ValueError(f"values: expected real numbers, got dtype {values.dtype}")
     if values.numel() and not bool(torch.isfinite(values).all()):
         raise ValueError("values: expected finite numbers, got NaN or ±inf")
+    if images.shape[0] == 0:
+        return images.new_zeros((0, 1, *images.shape[1:]), dtype=torch.float32)
+    if images.is_floating_point() and images.device.type != "meta":
+        lo, hi = float(images.min()), float(images.max())
+        if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
+            raise ValueError(f"images: float images must lie in [0, 1] (grey levels), got range [{lo:g}, {hi:g}]")
     x = images.to(torch.float32)
     if images.dtype == torch.uint8:
         x = x / 255.0
