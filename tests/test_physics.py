@@ -149,3 +149,20 @@ def test_the_bayes_optimal_mse_is_the_floor_that_paper_md_reports(length, angle,
     post = exact_posterior(out.time[0], out.slid[0], out.length.expand(2000), out.angle.expand(2000))
     mse = float(((post.mean - out.mu[0]) ** 2).mean())
     assert mse == pytest.approx(floor, rel=0.12)
+
+
+def test_the_physics_task_examples_are_time_slid_and_mu():
+    """A box is ``(measured time or 0, slid, μ)``: times match the simulator's noise-free time for that μ
+    to within the noise, a box that stopped has time 0 and μ ≥ tan A."""
+    from metavae.data.physics_task import PhysicsTask
+
+    task = PhysicsTask(((10.0, 20.0),), simulations=500, context_size=5)
+    batch = task.distribution_batch("L=10,A=20", "test", None, 50, torch.Generator().manual_seed(0))
+    x = batch.x.double()
+    assert batch.x.shape == (500, 3) and batch.x.dtype == torch.float32 and batch.labels is None
+    slid = x[:, 1] == 1
+    assert (~slid).any() and slid.any()
+    assert bool((x[~slid, 0] == 0).all()) and bool((x[~slid, 2] >= math.tan(math.radians(20)) - 1e-6).all())
+    expected = descent_time(torch.tensor(10.0, dtype=torch.float64), torch.tensor(20.0, dtype=torch.float64), x[slid, 2])
+    assert float((x[slid, 0] - expected).abs().max()) < 6 * 0.02
+    assert task.held_out_names()[0] == "L=1,A=5" and len(task.held_out_names()) == 303  # 304 test planes minus this one

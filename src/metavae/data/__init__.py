@@ -7,11 +7,12 @@ from metavae.data.families import FAMILIES, GRIDS, IDENTITY, SPLITS, Transformed
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.data.mnist import ImageSplit, default_data_root, ensure_mnist, fetch_mnist, load_mnist, load_split
 from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane, PlaneSimulation
+from metavae.data.physics_task import PhysicsTask
 from metavae.data.task import HELD_OUT, Batch, Part, Task, sample_batch
 from metavae.data.transforms import inverse_matrices, transform_images
 
 __all__ = [
-    "FAMILIES", "GRIDS", "HELD_OUT", "InclinedPlane", "PlaneSimulation", "TEST_PLANES", "TRAIN_PLANES", "IDENTITY", "SPLITS", "Batch", "Context", "DatasetFamily", "ImageFamilyTask", "ImageSplit",
+    "FAMILIES", "GRIDS", "HELD_OUT", "InclinedPlane", "PhysicsTask", "PlaneSimulation", "TEST_PLANES", "TRAIN_PLANES", "IDENTITY", "SPLITS", "Batch", "Context", "DatasetFamily", "ImageFamilyTask", "ImageSplit",
     "Part", "Task", "TransformedImages", "as_context", "canonical_split", "default_data_root", "ensure_mnist", "fetch_mnist",
     "inverse_matrices", "load_images", "load_mnist", "load_split", "sample_batch", "sample_without_replacement",
     "split_values", "subset_index", "transform_images",

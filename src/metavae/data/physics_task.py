@@ -1,0 +1,165 @@
+"""The compiled-inference family as a :class:`~metavae.data.task.Task`: one distribution per inclined plane.
+
+Distribution ``"L=<length>,A=<angle>"`` is the joint distribution of (μ, measurement) for boxes on
+that plane under :class:`~metavae.data.physics.InclinedPlane`. An example is one simulated box,
+``x = (time, slid, μ)`` (event shape ``(3,)``, float32): the measured descent time in seconds (0
+where the box did not slide), 1.0 if it slid else 0.0, and its friction coefficient μ. A
+compiled-inference model reads the first two as its observation and is trained to predict the
+third; a context set is N such boxes from the same plane (the paper's code: 20 (t, μ) pairs).
+
+Training distributions: the paper's 25 planes (``TRAIN_PLANES``), ``simulations`` boxes each, a
+``validation_fraction`` of them kept for validation. Held-out distributions: the 304 test planes
+(``TEST_PLANES``) that are not training planes; any plane can be addressed by name in
+:meth:`PhysicsTask.distribution_batch` (the evaluation uses all 304). Every part of every plane
+is simulated once, from a seed derived from the task's seed, the plane and the part, and cached.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from metavae.data.context import sample_without_replacement
+from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane
+from metavae.data.task import HELD_OUT, Batch, Part, check_batch_sizes, sample_batch
+
+if TYPE_CHECKING:
+    from metavae.config import TrainConfig
+
+__all__ = ["PhysicsTask", "plane_name"]
+
+_NAME = re.compile(r"^L=([0-9.]+),A=([0-9.]+)$")
+
+
+def plane_name(length: float, angle: float) -> str:
+    return f"L={length:g},A={angle:g}"
+
+
+class PhysicsTask:
+    """Inclined planes as a family of distributions (see the module docstring); no labels."""
+
+    def __init__(self, train_planes: tuple[tuple[float, float], ...] = TRAIN_PLANES, simulations: int = 1000,
+                 context_size: int = 20, validation_fraction: float = 0.1, seed: int = 0,
+                 simulator: InclinedPlane = InclinedPlane()) -> None:
+        if simulations < 2 or not 0 < validation_fraction < 1 or context_size < 1:
+            raise ValueError("PhysicsTask: need simulations ≥ 2, 0 < validation_fraction < 1 and context_size ≥ 1")
+        self.simulator, self.seed, self.simulations = simulator, seed, simulations
+        self.validation_fraction = validation_fraction
+        self._context_size = context_size
+        self.train_planes = tuple((float(L), float(A)) for L, A in train_planes)
+        self._names = [plane_name(L, A) for L, A in self.train_planes]
+        self._device = torch.device("cpu")
+        self._cache: dict[tuple[str, str], Tensor] = {}
+        n_val = max(1, int(round(validation_fraction * simulations)))
+        perm = torch.randperm(simulations, generator=torch.Generator().manual_seed(seed + 1))
+        self._val_index, self._train_index = perm[:n_val].sort().values, perm[n_val:].sort().values
+        self._train = torch.stack([self._part(name, "train") for name in self._names])  # (D, n, 3)
+        self._epoch: tuple[int, Tensor] | None = None
+
+    # ------------------------------------------------------------------ data
+    def _part(self, name: str, part: str) -> Tensor:
+        """``(simulations, 3)`` examples of one plane's part, simulated once from a derived seed."""
+        key = (name, part)
+        if key not in self._cache:
+            match = _NAME.match(name)
+            if match is None:
+                raise ValueError(f"name: {name!r} is not a distribution of this task (a plane is named 'L=<length>,A=<angle>', e.g. 'L=10,A=45')")
+            length, angle = float(match.group(1)), float(match.group(2))
+            seed = (self.seed * 1_000_003 + round(length * 1000) * 7919 + round(angle * 1000) * 104_729
+                    + (1 if part == "test" else 0)) % (2**63)
+            out = self.simulator.simulate(torch.tensor([length]), torch.tensor([angle]), self.simulations,
+                                          torch.Generator().manual_seed(seed))
+            time = torch.where(out.slid[0], out.time[0], torch.zeros_like(out.time[0]))
+            self._cache[key] = torch.stack([time, out.slid[0].double(), out.mu[0]], dim=1).float().to(self._device)
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ the Task protocol
+    @property
+    def num_decoders(self) -> int:
+        return len(self._names)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (3,)
+
+    @property
+    def context_size(self) -> int:
+        return self._context_size
+
+    def distribution_names(self) -> list[str]:
+        return list(self._names)
+
+    def held_out_names(self) -> list[str]:
+        trained = set(self._names)
+        return [n for n in (plane_name(L, A) for L, A in TEST_PLANES) if n not in trained]
+
+    def check(self, train: TrainConfig) -> None:
+        check_batch_sizes(train, self._train_index.numel(), self._val_index.numel(), self.context_size)
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return max(1, self._train_index.numel() // batch_size)
+
+    def _fetch(self, data: Tensor):
+        flat = data.reshape(-1, 3)
+
+        def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, None]:
+            return flat[index.to(flat.device)], None
+        return fetch
+
+    def _rows(self, index: Tensor) -> Tensor:
+        """``(D, k)`` global rows of simulations ``index`` of every training plane in ``self._train``."""
+        return torch.arange(self.num_decoders)[:, None] * self.simulations + index[None, :]
+
+    def train_batch(self, epoch: int, step_in_epoch: int, batch_size: int, pool_size: int,
+                    generator: torch.Generator) -> Batch:
+        if self._epoch is None or self._epoch[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 1)
+            self._epoch = (epoch, torch.rand(self.num_decoders, self._train_index.numel(), generator=gen).argsort(1))
+        positions = self._epoch[1][:, step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]  # (D, B)
+        rows = self._rows(self._train_index)  # (D, n_train)
+        return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), torch.gather(rows, 1, positions), rows,
+                            self.context_size, pool_size, generator)
+
+    def validation_batch(self, num_examples: int, pool_size: int) -> Batch:
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        rows = self._rows(self._val_index)
+        n = min(num_examples, rows.shape[1])
+        query = torch.gather(rows, 1, sample_without_replacement(self.num_decoders, rows.shape[1], n, gen))
+        return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), query, rows, self.context_size,
+                            pool_size, gen)
+
+    def test_batch(self, num_examples: int, pool_size: int) -> Batch:
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        data = torch.stack([self._part(name, "test") for name in self._names])
+        rows = self._rows(torch.arange(self.simulations))
+        n = min(num_examples, self.simulations)
+        query = torch.gather(rows, 1, sample_without_replacement(self.num_decoders, rows.shape[1], n, gen))
+        return sample_batch(self._fetch(data), torch.arange(self.num_decoders), query, rows, self.context_size, pool_size, gen)
+
+    def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
+                           generator: torch.Generator) -> Batch:
+        """Up to ``num_examples`` boxes (the first ones; ``None``: all) of any plane's ``part``, contexts
+        from the same plane and part (a pool of at most ``pool_size``)."""
+        if part not in ("train", "test"):
+            raise ValueError(f"part: expected 'train' or 'test', got {part!r}")
+        data = self._part(name, part)
+        n = data.shape[0]
+        index = torch.arange(n if num_examples is None else min(num_examples, n))
+        decoder = torch.tensor([self._names.index(name) if name in self._names else HELD_OUT])
+        return sample_batch(self._fetch(data), torch.tensor([0]), index[None], torch.arange(n), self.context_size,
+                            min(pool_size, n), generator, decoder_index=decoder)
+
+    def describe(self) -> dict[str, Any]:
+        return {"planes": [list(p) for p in self.train_planes], "simulations": self.simulations,
+                "context_size": self.context_size, "validation_fraction": self.validation_fraction, "seed": self.seed,
+                "simulator": asdict(self.simulator)}
+
+    def to(self, device: torch.device) -> PhysicsTask:
+        self._device = torch.device(device)
+        self._train = self._train.to(device)
+        self._cache = {k: v.to(device) for k, v in self._cache.items()}
+        return self
