@@ -252,3 +252,14 @@ def test_image_task_names_are_the_papers_rotate_sparse_split(tmp_path):
     task = _image_case(tmp_path).task
     assert task.distribution_names() == ["rotate=-160", "rotate=-80", "rotate=0", "rotate=80", "rotate=160"]
     assert task.held_out_names() == [f"rotate={v:g}" for v in ROTATE_SPARSE_HELD_OUT]
+
+
+def test_image_probe_subsets_are_the_same_base_images_for_every_value(tmp_path):
+    """Paired comparisons across rotations: with the same seed, every value's probe batch holds the
+    same base images (read off the markers), whatever earlier calls drew from the generator."""
+    case = _image_case(tmp_path)
+    gen = torch.Generator().manual_seed(4)
+    first = case.identify(case.task.distribution_batch("rotate=-180", "train", 20, 30, gen).x)
+    second = case.identify(case.task.distribution_batch("rotate=100", "train", 20, 30, gen).x)
+    assert first.index.tolist() == second.index.tolist() and len(set(first.index.tolist())) == 20
+    assert (first.name == "rotate=-180").all() and (second.name == "rotate=100").all()
