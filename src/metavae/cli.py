@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -61,25 +62,48 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _launch_ranks(args: argparse.Namespace) -> int:
-    """``metavae train … --nproc N``: the same command under ``torchrun`` with N local ranks
-    (``python -m torch.distributed.run --standalone --nproc_per_node N -m metavae train …``)."""
-    argv, rest = list(args.argv), []
-    skip = False
+    """``metavae train … --nproc N``: the same command in N local processes that form a torch.distributed
+    group as ``torchrun --standalone`` would (``MASTER_ADDR``/``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``). They share this process group, so Ctrl-C reaches every rank (each stops with one
+    line, rank 0's checkpoints intact); if one rank fails the others are stopped. Returns the first
+    failing rank's exit code (130 if interrupted)."""
+    argv, rest, skip = list(args.argv), [], False
     for item in argv:  # the same arguments without --nproc
         if skip:
             skip = False
-            continue
-        if item == "--nproc":
+        elif item == "--nproc":
             skip = True
-            continue
-        if not item.startswith("--nproc="):
+        elif not item.startswith("--nproc="):
             rest.append(item)
-    env = dict(os.environ)
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(args.nproc),
+               LOCAL_WORLD_SIZE=str(args.nproc), METAVAE_LAUNCHER="1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))  # the cores shared among ranks
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "metavae", *rest]
-    log.info("launching %d ranks: %s", args.nproc, " ".join(command))
-    return subprocess.run(command, env=env).returncode
+    log.info("launching %d ranks", args.nproc)
+    ranks = [subprocess.Popen([sys.executable, "-m", "metavae", *rest], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(args.nproc)]
+    interrupted = False
+    try:
+        while True:
+            codes = [p.poll() for p in ranks]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed or all(c == 0 for c in codes):
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the ranks got the same Ctrl-C and stop on their own
+        interrupted = True
+    for p in ranks:  # a rank stopped: the others would wait for it in their next collective
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            p.wait()
+    if interrupted or any(c == 130 or (c is not None and c < 0) for c in failed):
+        print("metavae: interrupted (continue with --resume; checkpoints are written atomically)", file=sys.stderr)
+        return 130
+    return failed[0] if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -193,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
     _add_run_flags(p, "continue the run in --out from its last checkpoint (train.max_steps/epochs may grow)")
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
-                   help="data-parallel training on N local processes (launches torchrun; gloo on CPU, nccl on CUDA)")
+                   help="data-parallel training on N local processes, started as torchrun would (gloo on CPU, nccl on CUDA)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -252,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MetaVAEError as exc:
-        print(f"metavae: error: {_one_line(exc)}", file=sys.stderr)
+        if not str(exc).startswith("rank 0 "):  # another rank's echo of rank 0's error, already printed
+            print(f"metavae: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("metavae: interrupted (continue with --resume; checkpoints are written atomically)", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" and "METAVAE_LAUNCHER" not in os.environ:  # one line (the launcher's)
+            print("metavae: interrupted (continue with --resume; checkpoints are written atomically)", file=sys.stderr)
         return 130
     except OSError as exc:  # the environment, not metavae: a file system refusing a write or a read
         where = f" {exc.filename}" if exc.filename else ""
