@@ -601,6 +601,34 @@ def test_a_second_training_into_the_same_directory_is_refused_and_a_dead_lock_is
     assert (out / ".lock").read_text() == ""
 
 
+def test_a_directory_still_being_prepared_under_a_held_lock_reads_as_in_use(tmp_path, capsys, data):
+    """The window between taking the lock and writing ``run.json``: the folder holds only the lock,
+    ``checkpoints/`` and a half-written ``.run.json.tmp``. A second process must be told it is in
+    use, not that it is a foreign folder (CI once hit this window)."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".run.json.tmp").write_text("{")
+    (out / ".lock").write_text("pid 4242 on elsewhere since now")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(out / '.lock')!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, err = cli(capsys, *train_args(data, out, "--resume"))
+        assert code == 2
+        one_line(err, str(out), "in use", "pid 4242")
+        code, err = cli(capsys, *train_args(data, out))
+        assert code == 2
+        one_line(err, str(out), "in use")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 # ---------------------------------------------------------------------- the error path itself
 def test_usage_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exc:

@@ -81,6 +81,10 @@ class RunDirectory:
             entries = sorted(e.name for e in p.iterdir() if e.name != LOCK)
         except OSError as exc:
             raise RunDirectoryError(f"cannot read run directory {p}: {describe_os_error(exc)}; choose another --out") from None
+        holder = self._holder()
+        if holder is not None:
+            raise RunDirectoryError(f"{p} is in use: a metavae process is training in it ({holder}); wait for it "
+                                    "to finish or stop it, or choose another --out")
         if not entries:
             return "new"
         if not self.is_run():
@@ -93,6 +97,25 @@ class RunDirectory:
             raise RunDirectoryError(f"{p} already holds a metavae run: continue it with --resume, or start over with "
                                     f"--overwrite (moves it aside to {p.name}.replaced-<time>)")
         return "run"
+
+    def _holder(self) -> str | None:
+        """Who holds the lock (its recorded ``pid … on host``), or ``None`` when nobody does.
+
+        Checked before anything else so that a directory a process is still preparing (lock taken,
+        ``run.json`` not yet written) reads as in use, not as a foreign folder."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ claiming, with the lock
     def claim(self, state: State, overwrite: bool = False) -> None:
