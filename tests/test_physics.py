@@ -151,15 +151,16 @@ def test_the_bayes_optimal_mse_is_the_floor_that_paper_md_reports(length, angle,
     assert mse == pytest.approx(floor, rel=0.12)
 
 
-def test_the_physics_task_examples_are_time_slid_and_mu():
-    """A box is ``(measured time or 0, slid, μ)``: times match the simulator's noise-free time for that μ
-    to within the noise, a box that stopped has time 0 and μ ≥ tan A."""
+def test_the_physics_task_examples_are_time_slid_mu_and_the_plane():
+    """A box is ``(measured time or 0, slid, μ, L, A)``: times match the simulator's noise-free time for
+    that μ to within the noise, a box that stopped has time 0 and μ ≥ tan A."""
     from metavae.data.physics_task import PhysicsTask
 
     task = PhysicsTask(((10.0, 20.0),), simulations=500, context_size=5)
     batch = task.distribution_batch("L=10,A=20", "test", None, 50, torch.Generator().manual_seed(0))
     x = batch.x.double()
-    assert batch.x.shape == (500, 3) and batch.x.dtype == torch.float32 and batch.labels is None
+    assert batch.x.shape == (500, 5) and batch.x.dtype == torch.float32 and batch.labels is None
+    assert bool((x[:, 3] == 10).all()) and bool((x[:, 4] == 20).all())
     slid = x[:, 1] == 1
     assert (~slid).any() and slid.any()
     assert bool((x[~slid, 0] == 0).all()) and bool((x[~slid, 2] >= math.tan(math.radians(20)) - 1e-6).all())

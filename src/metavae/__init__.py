@@ -6,7 +6,8 @@ The public API, importable from the top level::
 
 - models behind one seam, ``log_weights(x, context, num_samples, decoder_index, objective)``:
   :class:`MetaVAE`, :class:`NeuralStatistician`, :class:`VariationalHomoencoder`,
-  :class:`HomoencoderVampPrior`, :class:`VAE` (and their config dataclasses; :data:`MODELS`);
+  :class:`HomoencoderVampPrior`, :class:`VAE` (and their config dataclasses; :data:`MODELS`), and
+  the compiled-inference network :class:`CompiledInference` of the physics experiment;
 - the :class:`Task` protocol (a family of distributions) and its implementations
   :class:`DatasetFamily` (bring your own data sets) and :class:`ImageFamilyTask` (the paper's
   transformed MNIST); :class:`Batch`, :class:`Context`;
@@ -34,6 +35,8 @@ from metavae.evaluation import per_distribution_log_likelihood, probe  # noqa: E
 from metavae.models import (  # noqa: E402
     MODELS,
     VAE,
+    CompiledInference,
+    CompiledInferenceConfig,
     HomoencoderVampPrior,
     HomoencoderVampPriorConfig,
     LatentVariableModel,
@@ -53,7 +56,7 @@ __all__ = [
     # models
     "MODELS", "LatentVariableModel", "MetaVAE", "MetaVAEConfig", "NeuralStatistician", "NeuralStatisticianConfig",
     "VariationalHomoencoder", "VariationalHomoencoderConfig", "HomoencoderVampPrior", "HomoencoderVampPriorConfig",
-    "VAE", "VAEConfig",
+    "VAE", "VAEConfig", "CompiledInference", "CompiledInferenceConfig",
     # tasks and data
     "Task", "Batch", "Context", "DatasetFamily", "ImageFamilyTask", "load_mnist",
     # training and objectives

@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|demo|compare``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|demo|compare|physics``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -24,7 +24,7 @@ from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import ensure_mnist, fetch_mnist
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.experiments import resolve_data_root
+from metavae.experiments import physics, resolve_data_root
 from metavae.experiments import transformed_images as images
 from metavae.files import describe_os_error
 
@@ -171,6 +171,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_physics(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.set or [])
+    if args.models:
+        overrides.append(("models", args.models.split(",")))
+    config = physics.load_physics_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    start = time.perf_counter()
+    summary = physics.report(config, out, progress=_progress(args), overwrite=args.overwrite)
+    print(physics.format_summary(summary))
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'planes.csv'}, {out / 'summary.json'}, "
+          f"{out / 'heatmaps.png'}, {out / 'ratios.png'}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (exit code 2, like every input error)."""
 
@@ -235,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="move earlier runs of the variants aside and train afresh")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = command("physics", help="compiled inference on the inclined-plane simulator: train the meta network, the oracle "
+                "and the single-plane baseline, evaluate them against the exact posterior on 304 test planes")
+    p.add_argument("config", nargs="?", default=None, help="physics config (YAML; default: configs/physics/default.yaml's "
+                   "values, built in)")
+    p.add_argument("--out", default=None, help="output directory (default runs/<name>)")
+    p.add_argument("--models", default=None, help=f"comma-separated variants to run: {', '.join(physics.VARIANTS)}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.max_steps=2000")
+    p.add_argument("--overwrite", action="store_true", help="move earlier variant runs aside and train afresh "
+                   "(by default finished variants are reused and unfinished ones resumed)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_physics)
 
     p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")

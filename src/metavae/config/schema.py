@@ -58,6 +58,12 @@ class TrainConfig:
     the loss is not finite or its absolute value exceeds ``loss_limit`` (null: only non-finite
     values stop it), or when a gradient, a parameter or the validation IWAE is not finite.
 
+    ``lr_schedule``: ``constant`` (the paper's), or ``cosine``: the learning rate at step s (counted
+    from 0) of a run of S steps (``max_steps``, or ``epochs`` × the task's steps per epoch) is
+    ``lr · (f + (1 − f)·½(1 + cos(π s / S)))`` with f = ``lr_final_fraction``. A cosine run's
+    length fixes its schedule, so it can be resumed but not extended (``max_steps`` and ``epochs``
+    must stay as they were).
+
     ``device``: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``;
     the model, the batches (data fetching and transforms) and validation run there; checkpoints
     are device-independent. ``precision``: ``fp32``, ``bf16`` or ``fp16`` — the networks run under
@@ -66,6 +72,8 @@ class TrainConfig:
     """
 
     lr: float = 2e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_final_fraction: float = 0.0
     batch_size: int = 100
     epochs: int = 100
     max_steps: int | None = None
@@ -84,6 +92,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
         require(self.seed >= 0, "train.seed", f"must be ≥ 0, got {self.seed}")
+        require(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule", f"choose constant or cosine, got {self.lr_schedule!r}")
+        require(0 <= self.lr_final_fraction <= 1, "train.lr_final_fraction", f"must be in [0, 1], got {self.lr_final_fraction}")
         require(self.loss_limit is None or self.loss_limit > 0, "train.loss_limit", "must be positive or null (no limit)")
         require(self.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {self.batch_size}")
         require(self.epochs >= 1, "train.epochs", f"must be ≥ 1, got {self.epochs}")
@@ -233,7 +243,12 @@ def resume_conflict(saved: RunConfig, given: RunConfig) -> str | None:
     """``None`` if a run trained with ``saved`` may continue under ``given``, else a sentence
     naming the first differing key that blocks it (``data.*``, ``model.*``, other ``train.*``)."""
     old, new = dict(flatten(saved.training_dict())), dict(flatten(given.training_dict()))
+    fixed = ("train.max_steps", "train.epochs") if old.get("train.lr_schedule", "constant") != "constant" else ()
     for key in sorted(set(old) | set(new)):
+        if key in fixed and old.get(key) != new.get(key):
+            return (f"{key} differs (the run has {old.get(key)!r}, the config gives {new.get(key)!r}); a run with "
+                    f"train.lr_schedule={old.get('train.lr_schedule')} has its schedule fixed by its length, so it can "
+                    "be resumed but not extended")
         if key not in RESUMABLE_KEYS and old.get(key) != new.get(key):
             return (f"{key} differs (the run has {old.get(key)!r}, the config gives {new.get(key)!r}); "
                     f"only {', '.join(RESUMABLE_KEYS)} may change when resuming")

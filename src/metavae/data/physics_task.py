@@ -2,16 +2,24 @@
 
 Distribution ``"L=<length>,A=<angle>"`` is the joint distribution of (μ, measurement) for boxes on
 that plane under :class:`~metavae.data.physics.InclinedPlane`. An example is one simulated box,
-``x = (time, slid, μ)`` (event shape ``(3,)``, float32): the measured descent time in seconds (0
-where the box did not slide), 1.0 if it slid else 0.0, and its friction coefficient μ. A
-compiled-inference model reads the first two as its observation and is trained to predict the
-third; a context set is N such boxes from the same plane (the paper's code: 20 (t, μ) pairs).
+``x = (time, slid, μ, length, angle)`` (event shape ``(5,)``, float32): the measured descent time
+in seconds (0 where the box did not slide), 1.0 if it slid else 0.0, its friction coefficient μ,
+and the plane it was simulated on. A compiled-inference model
+(:class:`~metavae.models.compiled_inference.CompiledInference`) reads the first two as its
+observation and is trained to predict the third; a context set is N such boxes from the same
+plane (the paper's code: 20 (t, μ) pairs). The plane's ``(length, angle)`` travel with each box
+for the oracle that is told them; the meta network and the baseline never read them.
 
 Training distributions: the paper's 25 planes (``TRAIN_PLANES``), ``simulations`` boxes each, a
 ``validation_fraction`` of them kept for validation. Held-out distributions: the 304 test planes
 (``TEST_PLANES``) that are not training planes; any plane can be addressed by name in
 :meth:`PhysicsTask.distribution_batch` (the evaluation uses all 304). Every part of every plane
 is simulated once, from a seed derived from the task's seed, the plane and the part, and cached.
+
+With ``fresh=True`` training never reuses a box: every step simulates its queries and its context
+pool anew on each training plane from the trainer's generator (the infinite-data regime of
+compiled inference; an epoch is still ``simulations·(1 − validation_fraction) / batch_size``
+steps). Validation and evaluation data are the stored simulations either way.
 """
 
 from __future__ import annotations
@@ -23,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from metavae.data.context import sample_without_replacement
-from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane
+from metavae.data.context import pool_rows, sample_without_replacement
+from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane, PlaneSimulation
 from metavae.data.task import HELD_OUT, Batch, Part, check_batch_sizes, sample_batch
 
 if TYPE_CHECKING:
     from metavae.config import TrainConfig
 
-__all__ = ["PhysicsTask", "plane_name"]
+__all__ = ["FIELDS", "PhysicsTask", "examples", "plane_name"]
+
+#: the columns of an example
+FIELDS = ("time", "slid", "mu", "length", "angle")
 
 _NAME = re.compile(r"^L=([0-9.]+),A=([0-9.]+)$")
 
@@ -39,15 +50,23 @@ def plane_name(length: float, angle: float) -> str:
     return f"L={length:g},A={angle:g}"
 
 
+def examples(simulation: PlaneSimulation) -> Tensor:
+    """``(P, num, 5)`` float32 examples ``(time or 0, slid, μ, length, angle)`` of a simulation."""
+    p, num = simulation.mu.shape
+    time = torch.where(simulation.slid, simulation.time, torch.zeros_like(simulation.time))
+    plane = torch.stack([simulation.length, simulation.angle], dim=-1)[:, None, :].expand(p, num, 2)
+    return torch.cat([torch.stack([time, simulation.slid.double(), simulation.mu], dim=-1), plane], dim=-1).float()
+
+
 class PhysicsTask:
     """Inclined planes as a family of distributions (see the module docstring); no labels."""
 
     def __init__(self, train_planes: tuple[tuple[float, float], ...] = TRAIN_PLANES, simulations: int = 1000,
                  context_size: int = 20, validation_fraction: float = 0.1, seed: int = 0,
-                 simulator: InclinedPlane = InclinedPlane()) -> None:
+                 simulator: InclinedPlane = InclinedPlane(), fresh: bool = False) -> None:
         if simulations < 2 or not 0 < validation_fraction < 1 or context_size < 1:
             raise ValueError("PhysicsTask: need simulations ≥ 2, 0 < validation_fraction < 1 and context_size ≥ 1")
-        self.simulator, self.seed, self.simulations = simulator, seed, simulations
+        self.simulator, self.seed, self.simulations, self.fresh = simulator, seed, simulations, bool(fresh)
         self.validation_fraction = validation_fraction
         self._context_size = context_size
         self.train_planes = tuple((float(L), float(A)) for L, A in train_planes)
@@ -57,7 +76,7 @@ class PhysicsTask:
         n_val = max(1, int(round(validation_fraction * simulations)))
         perm = torch.randperm(simulations, generator=torch.Generator().manual_seed(seed + 1))
         self._val_index, self._train_index = perm[:n_val].sort().values, perm[n_val:].sort().values
-        self._train = torch.stack([self._part(name, "train") for name in self._names])  # (D, n, 3)
+        self._train = torch.stack([self._part(name, "train") for name in self._names])  # (D, n, 5)
         self._epoch: tuple[int, Tensor] | None = None
 
     # ------------------------------------------------------------------ data
@@ -73,8 +92,7 @@ class PhysicsTask:
                     + (1 if part == "test" else 0)) % (2**63)
             out = self.simulator.simulate(torch.tensor([length]), torch.tensor([angle]), self.simulations,
                                           torch.Generator().manual_seed(seed))
-            time = torch.where(out.slid[0], out.time[0], torch.zeros_like(out.time[0]))
-            self._cache[key] = torch.stack([time, out.slid[0].double(), out.mu[0]], dim=1).float().to(self._device)
+            self._cache[key] = examples(out)[0].to(self._device)
         return self._cache[key]
 
     # ------------------------------------------------------------------ the Task protocol
@@ -84,7 +102,7 @@ class PhysicsTask:
 
     @property
     def event_shape(self) -> tuple[int, ...]:
-        return (3,)
+        return (len(FIELDS),)
 
     @property
     def context_size(self) -> int:
@@ -104,7 +122,7 @@ class PhysicsTask:
         return max(1, self._train_index.numel() // batch_size)
 
     def _fetch(self, data: Tensor):
-        flat = data.reshape(-1, 3)
+        flat = data.reshape(-1, len(FIELDS))
 
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, None]:
             return flat[index.to(flat.device)], None
@@ -116,6 +134,8 @@ class PhysicsTask:
 
     def train_batch(self, epoch: int, step_in_epoch: int, batch_size: int, pool_size: int,
                     generator: torch.Generator) -> Batch:
+        if self.fresh:
+            return self._fresh_batch(batch_size, pool_size, generator)
         if self._epoch is None or self._epoch[0] != epoch:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 1)
             self._epoch = (epoch, torch.rand(self.num_decoders, self._train_index.numel(), generator=gen).argsort(1))
@@ -123,6 +143,18 @@ class PhysicsTask:
         rows = self._rows(self._train_index)  # (D, n_train)
         return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), torch.gather(rows, 1, positions), rows,
                             self.context_size, pool_size, generator)
+
+    def _fresh_batch(self, batch_size: int, pool_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` new boxes per training plane as queries, their contexts from a new pool."""
+        rows = pool_rows(pool_size, batch_size, self.context_size)
+        planes = torch.tensor(self.train_planes, dtype=torch.float64)
+        data = examples(self.simulator.simulate(planes[:, 0], planes[:, 1], batch_size + rows, generator)).to(self._device)
+        n = batch_size + rows
+        ids = torch.arange(self.num_decoders)[:, None] * n
+        query = ids + torch.arange(batch_size)[None, :]
+        candidates = ids + torch.arange(batch_size, n)[None, :]
+        return sample_batch(self._fetch(data), torch.arange(self.num_decoders), query, candidates, self.context_size,
+                            pool_size, generator)
 
     def validation_batch(self, num_examples: int, pool_size: int) -> Batch:
         gen = torch.Generator().manual_seed(self.seed + 7919)
@@ -154,7 +186,7 @@ class PhysicsTask:
                             min(pool_size, n), generator, decoder_index=decoder)
 
     def describe(self) -> dict[str, Any]:
-        return {"planes": [list(p) for p in self.train_planes], "simulations": self.simulations,
+        return {"planes": [list(p) for p in self.train_planes], "simulations": self.simulations, "fresh": self.fresh,
                 "context_size": self.context_size, "validation_fraction": self.validation_fraction, "seed": self.seed,
                 "simulator": asdict(self.simulator)}
 

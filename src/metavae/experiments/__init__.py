@@ -4,13 +4,14 @@
 dispatches to them; the library underneath (tasks, models, the one trainer, evaluation) knows
 nothing of experiments.
 
-- :mod:`metavae.experiments.transformed_images`: MNIST under rotate / scale / shear (Fig. 6).
+- :mod:`metavae.experiments.transformed_images`: MNIST under rotate / scale / shear (Fig. 6);
+- :mod:`metavae.experiments.physics`: compiled inference on the inclined plane (Fig. 1).
 """
 
-from metavae.experiments import transformed_images
+from metavae.experiments import physics, transformed_images
 from metavae.experiments.common import build_registered_model, resolve_data_root
 
 #: experiment set name → its module (each with build_task, train, evaluate, report)
-EXPERIMENTS = {"transformed_images": transformed_images}
+EXPERIMENTS = {"transformed_images": transformed_images, "physics": physics}
 
-__all__ = ["EXPERIMENTS", "build_registered_model", "resolve_data_root", "transformed_images"]
+__all__ = ["EXPERIMENTS", "build_registered_model", "physics", "resolve_data_root", "transformed_images"]

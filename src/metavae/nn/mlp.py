@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "make_activation", "MLP", "GroupedMLP"]
+__all__ = ["ACTIVATIONS", "make_activation", "MLP", "GroupedMLP", "FiLMMLP"]
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "tanh": nn.Tanh}
@@ -83,3 +83,35 @@ class GroupedMLP(nn.Module):
         out = packed.new_empty(h.shape[0], self.out_features)  # packed's dtype: lower under autocast
         out[order] = packed[sorted_slot, rank]
         return out
+
+
+class FiLMMLP(nn.Module):
+    """An MLP on ``x`` whose hidden layers are modulated by a condition ``c`` (FiLM; Perez et al. 2018).
+
+    ``h_0 = x``, ``h_{l+1} = act(γ_l(c) ⊙ (W_l h_l + b_l) + β_l(c))`` for the ``len(hidden)`` hidden
+    layers, then ``out = W_L h_L + b_L``; all (γ_l, β_l) come from one linear map of ``c``, with
+    γ = 1 + (its output) so that a zero map leaves the MLP unconditioned. The condition thus sets
+    the slopes and offsets of the units rather than being one more input: a function such as
+    ``α(c) − k(c)·x`` is represented exactly by one layer, where a plain MLP on ``[x, c]`` must learn the
+    product ``k(c)·x``.
+
+    Args:
+        sizes: ``(in, hidden…, out)`` of the MLP on ``x``.
+        condition_dim: features of ``c``.
+    """
+
+    def __init__(self, sizes: Sequence[int], condition_dim: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(sizes[0]), int(sizes[-1])
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = [int(h) for h in sizes[1:-1]]
+        self.film = nn.Linear(condition_dim, 2 * sum(self.hidden))
+        self.activation = make_activation(activation)
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        """``x: (…, in)``, ``condition: (…, condition_dim)`` → ``(…, out)``."""
+        gamma_beta = self.film(condition).split([n for h in self.hidden for n in (h, h)], dim=-1)
+        h = x
+        for i, layer in enumerate(self.layers[:-1]):
+            h = self.activation((1 + gamma_beta[2 * i]) * layer(h) + gamma_beta[2 * i + 1])
+        return self.layers[-1](h)

@@ -125,6 +125,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(self.step_count)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
             if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
@@ -142,6 +144,20 @@ class Trainer:
         if not bool(torch.isfinite(per_dist).all()):
             self._diverged(f"the validation IWAE is not finite ({dict(zip(names, per_dist.tolist()))})", at=self.step_count)
         return {"val_iwae": float(per_dist.mean()), "val_iwae_per_distribution": dict(zip(names, per_dist.tolist()))}
+
+    def total_steps(self) -> int:
+        """The run's length: ``train.max_steps``, capped by ``train.epochs`` × the task's steps per epoch."""
+        cfg = self.train_cfg
+        per_epoch = self.task.batches_per_epoch(cfg.batch_size)
+        return per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of step ``step`` (from 0) under ``train.lr_schedule`` (see :class:`TrainConfig`)."""
+        cfg = self.train_cfg
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        total, f = self.total_steps(), cfg.lr_final_fraction
+        return cfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
 
     def _diverged(self, what: str, at: int | None = None) -> None:
         """Stop: ``what`` went wrong at step ``at`` (default: the step being taken)."""
@@ -302,7 +318,7 @@ class Trainer:
     def _loop(self, progress: bool) -> FitResult:
         cfg = self.train_cfg
         per_epoch = self.task.batches_per_epoch(cfg.batch_size)
-        total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+        total = self.total_steps()
         validate_every = cfg.validate_every or per_epoch
         start = time.perf_counter()
         with tqdm(total=total, initial=self.step_count, disable=not progress, desc="train", unit="step",
