@@ -5,7 +5,7 @@ import pytest
 from metavae.config import load_config, parse_overrides
 from metavae.errors import ConfigError
 
-CONFIGS = sorted(Path("configs").rglob("*.yaml"))
+CONFIGS = sorted(Path("configs/mnist").glob("*.yaml"))
 
 
 def test_nine_mnist_configs_shipped():

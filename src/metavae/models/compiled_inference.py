@@ -109,8 +109,7 @@ class _ContextElement(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = observation_features(x)
         if self.with_mu:
-            mu = x[..., MU : MU + 1]
-            features = torch.cat([features, mu, mu * features, mu * mu], dim=-1)
+            features = torch.cat([features, x[..., MU : MU + 1]], dim=-1)
         return self.net(features)
 
 
@@ -147,7 +146,7 @@ class CompiledInference(LatentVariableModel):
         if config.conditioning == "none":
             return cls(MLP(sizes, activation=config.activation), None, config)
         if config.conditioning == "context":
-            width = 3 + (5 if config.context_features == "pairs" else 0)
+            width = 3 + (1 if config.context_features == "pairs" else 0)
             h = config.summary_hidden  # DeepSets ρ(mean φ(x_i)): φ per box, mean over the set, ρ after pooling
             pooled = SetEncoder(_ContextElement(MLP((width, h, h, h), activation=config.activation), config.context_features == "pairs"))
             condition: nn.Module = nn.Sequential(pooled, make_activation(config.activation),
