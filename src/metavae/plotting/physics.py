@@ -31,18 +31,18 @@ def grid(rows: list[dict[str, Any]], column: str) -> tuple[np.ndarray, np.ndarra
     return lengths, angles, values
 
 
-def _training_box(ax: Any, lengths: np.ndarray, angles: np.ndarray) -> None:
+def _training_box(ax: Any, lengths: np.ndarray, angles: np.ndarray, colour: str) -> None:
     """Outline the training range A ∈ [20, 60], L ∈ [2, 10] (cells are centred on the planes)."""
     da, dl = np.diff(angles).min(initial=5.0), np.diff(lengths).min(initial=1.0)
-    ax.add_patch(Rectangle((20 - da / 2, 2 - dl / 2), 40 + da, 8 + dl, fill=False, ec="white", lw=1.5, ls="--"))
+    ax.add_patch(Rectangle((20 - da / 2, 2 - dl / 2), 40 + da, 8 + dl, fill=False, ec=colour, lw=1.5, ls="--"))
 
 
-def _panel(ax: Any, rows: list[dict[str, Any]], column: str, norm: Any, cmap: str) -> Any:
+def _panel(ax: Any, rows: list[dict[str, Any]], column: str, norm: Any, cmap: str, box: str = "white") -> Any:
     lengths, angles, values = grid(rows, column)
     da, dl = np.diff(angles).min(initial=5.0), np.diff(lengths).min(initial=1.0)
     image = ax.imshow(values, origin="lower", aspect="auto", norm=norm, cmap=cmap,
                       extent=(angles[0] - da / 2, angles[-1] + da / 2, lengths[0] - dl / 2, lengths[-1] + dl / 2))
-    _training_box(ax, lengths, angles)
+    _training_box(ax, lengths, angles, box)
     ax.set_xlabel("angle A (degrees)")
     return image
 
@@ -61,7 +61,7 @@ def plot_heatmaps(rows: list[dict[str, Any]], variants: list[str], path: Path) -
     values = np.array([[float(r[f"mse_{c}"]) for r in rows] for c in columns])
     positive = values[values > 0]
     norm = LogNorm(vmin=max(positive.min(), 1e-6), vmax=positive.max())
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns) + 1, 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns) + 1, 4.0), sharey=True, squeeze=False, layout="constrained")
     for ax, c in zip(axes[0], columns):
         image = _panel(ax, rows, f"mse_{c}", norm, "viridis")
         ax.set_title(f"{TITLES.get(c, c)}\nmean MSE {np.mean([float(r[f'mse_{c}']) for r in rows]):.4f}", fontsize=9)
@@ -76,10 +76,10 @@ def plot_ratios(rows: list[dict[str, Any]], variants: list[str], path: Path) -> 
     ratios = np.array([[float(r[f"ratio_{v}"]) for r in rows] for v in variants])
     top = max(float(np.nanmax(ratios)), 2.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-0.05, vmax=np.log10(top))
-    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants) + 1, 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants) + 1, 4.0), sharey=True, squeeze=False, layout="constrained")
     for ax, v in zip(axes[0], variants):
         log_rows = [{**r, "log_ratio": np.log10(max(float(r[f"ratio_{v}"]), 1e-12))} for r in rows]
-        image = _panel(ax, log_rows, "log_ratio", norm, "RdBu_r")
+        image = _panel(ax, log_rows, "log_ratio", norm, "RdBu_r", box="black")
         median = np.median([float(r[f"ratio_{v}"]) for r in rows])
         ax.set_title(f"{TITLES.get(v, v)}\nmedian ratio {median:.2f}", fontsize=9)
     axes[0][0].set_ylabel("length L (m)")
