@@ -200,6 +200,15 @@ def test_fresh_batches_are_new_boxes_of_each_plane_and_seeded():
                 assert float((boxes[slid, 0].double() - expected).abs().max()) < 6 * 0.02
 
 
+def test_fresh_training_needs_no_stored_boxes_beyond_validation():
+    from metavae.errors import ConfigError
+
+    config = TrainConfig(batch_size=150, context_pool_size=200, val_examples=5, val_pool_size=10)
+    PhysicsTask(((3.0, 30.0),), simulations=100, context_size=4, fresh=True).check(config)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        PhysicsTask(((3.0, 30.0),), simulations=100, context_size=4, fresh=False).check(config)
+
+
 # ---------------------------------------------------------------------- the cosine schedule
 def test_the_cosine_learning_rate_and_that_the_optimizer_uses_it(tmp_path):
     task = PhysicsTask(((4.0, 30.0),), simulations=200, context_size=4, seed=0)

@@ -116,7 +116,9 @@ class PhysicsTask:
         return [n for n in (plane_name(L, A) for L, A in TEST_PLANES) if n not in trained]
 
     def check(self, train: TrainConfig) -> None:
-        check_batch_sizes(train, self._train_index.numel(), self._val_index.numel(), self.context_size)
+        # fresh training batches are simulated at whatever size they need; only validation draws from stored boxes
+        n_train = 2**62 if self.fresh else self._train_index.numel()
+        check_batch_sizes(train, n_train, self._val_index.numel(), self.context_size)
 
     def batches_per_epoch(self, batch_size: int) -> int:
         return max(1, self._train_index.numel() // batch_size)
