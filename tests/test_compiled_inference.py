@@ -209,6 +209,21 @@ def test_fresh_training_needs_no_stored_boxes_beyond_validation():
         PhysicsTask(((3.0, 30.0),), simulations=100, context_size=4, fresh=False).check(config)
 
 
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_box_is_never_in_its_own_context_set(fresh):
+    """Its μ would be an input. Checked on every kind of batch: training (every step of an epoch),
+    validation, test and a held-out plane's probe batch with the pool as large as the plane."""
+    task = PhysicsTask(((3.0, 30.0), (9.0, 60.0)), simulations=60, context_size=5, seed=1, fresh=fresh)
+    gen = torch.Generator().manual_seed(0)
+    batches = [task.train_batch(0, step, 10, 40, gen) for step in range(task.batches_per_epoch(10))]
+    batches += [task.validation_batch(6, 6), task.test_batch(20, 60),
+                task.distribution_batch(task.held_out_names()[0], "test", None, 60, gen)]
+    for batch in batches:
+        members = batch.context.elements[batch.context.index]  # (B, N, 5)
+        assert not bool((members == batch.x[:, None, :]).all(-1).any())
+        assert not bool((members[..., 2] == batch.x[:, None, 2]).any())
+
+
 # ---------------------------------------------------------------------- the cosine schedule
 def test_the_cosine_learning_rate_and_that_the_optimizer_uses_it(tmp_path):
     task = PhysicsTask(((4.0, 30.0),), simulations=200, context_size=4, seed=0)

@@ -103,11 +103,12 @@ def _physics_case(tmp_path) -> Case:
     task = PhysicsTask(PHYSICS_TRAIN, simulations=200, context_size=5, validation_fraction=0.1, seed=2, simulator=simulator)
     names = [*task.distribution_names(), task.held_out_names()[-1]]
     planes = torch.tensor([[float(v) for v in re.findall(r"[0-9.]+", n)] for n in names], dtype=torch.float64)  # (P, 2)
-    where = {}  # μ → (part, index): a decoding table read off the stored simulations
+    where = {}  # μ → (part, index): a decoding table read off the stored simulations and their context pools
     for name in names:
         for part in ("train", "test"):
-            for i, mu in enumerate(task._part(name, part)[:, 2].tolist()):
-                where[(name, mu)] = (part == "test", i)
+            for offset, stored in ((0, part), (task.simulations, f"{part}_pool")):
+                for i, mu in enumerate(task._part(name, stored)[:, 2].tolist()):
+                    where[(name, mu)] = (part == "test", offset + i)
 
     def identify(x):
         x = x.detach().double()

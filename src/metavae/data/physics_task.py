@@ -16,6 +16,11 @@ Training distributions: the paper's 25 planes (``TRAIN_PLANES``), ``simulations`
 :meth:`PhysicsTask.distribution_batch` (the evaluation uses all 304). Every part of every plane
 is simulated once, from a seed derived from the task's seed, the plane and the part, and cached.
 
+A box is never in its own context set (its μ would be an input): training contexts come from the
+plane's other training boxes of the epoch; validation, test and probe queries take their contexts
+from a context pool, a separate simulation of the same plane and part (validation: the pool's
+validation rows, so nothing of validation is ever trained on).
+
 With ``fresh=True`` training never reuses a box: every step simulates its queries and its context
 pool anew on each training plane from the trainer's generator (the infinite-data regime of
 compiled inference; an epoch is still ``simulations·(1 − validation_fraction) / batch_size``
@@ -34,6 +39,7 @@ from torch import Tensor
 from metavae.data.context import pool_rows, sample_without_replacement
 from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane, PlaneSimulation
 from metavae.data.task import HELD_OUT, Batch, Part, check_batch_sizes, sample_batch
+from metavae.errors import ConfigError
 
 if TYPE_CHECKING:
     from metavae.config import TrainConfig
@@ -81,15 +87,18 @@ class PhysicsTask:
 
     # ------------------------------------------------------------------ data
     def _part(self, name: str, part: str) -> Tensor:
-        """``(simulations, 3)`` examples of one plane's part, simulated once from a derived seed."""
+        """``(simulations, 5)`` examples of one plane's part (``train``, ``test``, or their context pools
+        ``train_pool``, ``test_pool``), simulated once from a seed derived from the task's seed, the
+        plane and the part."""
         key = (name, part)
         if key not in self._cache:
             match = _NAME.match(name)
             if match is None:
                 raise ValueError(f"name: {name!r} is not a distribution of this task (a plane is named 'L=<length>,A=<angle>', e.g. 'L=10,A=45')")
             length, angle = float(match.group(1)), float(match.group(2))
+            offset = ("train", "test", "train_pool", "test_pool").index(part)
             seed = (self.seed * 1_000_003 + round(length * 1000) * 7919 + round(angle * 1000) * 104_729
-                    + (1 if part == "test" else 0)) % (2**63)
+                    + offset) % (2**63)
             out = self.simulator.simulate(torch.tensor([length]), torch.tensor([angle]), self.simulations,
                                           torch.Generator().manual_seed(seed))
             self._cache[key] = examples(out)[0].to(self._device)
@@ -119,6 +128,11 @@ class PhysicsTask:
         # fresh training batches are simulated at whatever size they need; only validation draws from stored boxes
         n_train = 2**62 if self.fresh else self._train_index.numel()
         check_batch_sizes(train, n_train, self._val_index.numel(), self.context_size)
+        rows = pool_rows(train.context_pool_size, train.batch_size, self.context_size)
+        if not self.fresh and rows > n_train - train.batch_size:
+            raise ConfigError(f"config key 'train.context_pool_size': a step's contexts come from the {n_train} training "
+                              f"boxes of a plane other than its {train.batch_size} queries, fewer than the {rows} needed; "
+                              "choose a smaller pool or batch size, or more data.simulations")
 
     def batches_per_epoch(self, batch_size: int) -> int:
         return max(1, self._train_index.numel() // batch_size)
@@ -141,9 +155,12 @@ class PhysicsTask:
         if self._epoch is None or self._epoch[0] != epoch:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 1)
             self._epoch = (epoch, torch.rand(self.num_decoders, self._train_index.numel(), generator=gen).argsort(1))
-        positions = self._epoch[1][:, step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]  # (D, B)
+        order = self._epoch[1]
+        start, stop = step_in_epoch * batch_size, (step_in_epoch + 1) * batch_size
         rows = self._rows(self._train_index)  # (D, n_train)
-        return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), torch.gather(rows, 1, positions), rows,
+        query = torch.gather(rows, 1, order[:, start:stop])  # (D, B)
+        others = torch.gather(rows, 1, torch.cat([order[:, :start], order[:, stop:]], dim=1))  # never a query's own box
+        return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), query, others,
                             self.context_size, pool_size, generator)
 
     def _fresh_batch(self, batch_size: int, pool_size: int, generator: torch.Generator) -> Batch:
@@ -158,33 +175,40 @@ class PhysicsTask:
         return sample_batch(self._fetch(data), torch.arange(self.num_decoders), query, candidates, self.context_size,
                             pool_size, generator)
 
+    def _with_pools(self, part: str) -> Tensor:
+        """``(D, 2·simulations, 5)``: each training plane's ``part`` followed by its context pool."""
+        return torch.stack([torch.cat([self._part(name, part), self._part(name, f"{part}_pool")]) for name in self._names])
+
     def validation_batch(self, num_examples: int, pool_size: int) -> Batch:
+        """Validation boxes of every training plane, contexts from the validation boxes of its pool."""
         gen = torch.Generator().manual_seed(self.seed + 7919)
-        rows = self._rows(self._val_index)
+        rows = torch.arange(self.num_decoders)[:, None] * (2 * self.simulations) + self._val_index[None, :]
         n = min(num_examples, rows.shape[1])
         query = torch.gather(rows, 1, sample_without_replacement(self.num_decoders, rows.shape[1], n, gen))
-        return sample_batch(self._fetch(self._train), torch.arange(self.num_decoders), query, rows, self.context_size,
-                            pool_size, gen)
+        return sample_batch(self._fetch(self._with_pools("train")), torch.arange(self.num_decoders), query,
+                            rows + self.simulations, self.context_size, pool_size, gen)
 
     def test_batch(self, num_examples: int, pool_size: int) -> Batch:
+        """Test boxes of every training plane, contexts from its test pool."""
         gen = torch.Generator().manual_seed(self.seed + 7919)
-        data = torch.stack([self._part(name, "test") for name in self._names])
-        rows = self._rows(torch.arange(self.simulations))
+        rows = torch.arange(self.num_decoders)[:, None] * (2 * self.simulations) + torch.arange(self.simulations)[None, :]
         n = min(num_examples, self.simulations)
         query = torch.gather(rows, 1, sample_without_replacement(self.num_decoders, rows.shape[1], n, gen))
-        return sample_batch(self._fetch(data), torch.arange(self.num_decoders), query, rows, self.context_size, pool_size, gen)
+        return sample_batch(self._fetch(self._with_pools("test")), torch.arange(self.num_decoders), query,
+                            rows + self.simulations, self.context_size, pool_size, gen)
 
     def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
                            generator: torch.Generator) -> Batch:
         """Up to ``num_examples`` boxes (the first ones; ``None``: all) of any plane's ``part``, contexts
-        from the same plane and part (a pool of at most ``pool_size``)."""
+        from that plane and part's context pool (a pool of at most ``pool_size`` boxes): simulated apart
+        from the queries, so a box is never in its own context set."""
         if part not in ("train", "test"):
             raise ValueError(f"part: expected 'train' or 'test', got {part!r}")
-        data = self._part(name, part)
-        n = data.shape[0]
+        data = torch.cat([self._part(name, part), self._part(name, f"{part}_pool")])
+        n = self.simulations
         index = torch.arange(n if num_examples is None else min(num_examples, n))
         decoder = torch.tensor([self._names.index(name) if name in self._names else HELD_OUT])
-        return sample_batch(self._fetch(data), torch.tensor([0]), index[None], torch.arange(n), self.context_size,
+        return sample_batch(self._fetch(data), torch.tensor([0]), index[None], torch.arange(n, 2 * n), self.context_size,
                             min(pool_size, n), generator, decoder_index=decoder)
 
     def describe(self) -> dict[str, Any]:
