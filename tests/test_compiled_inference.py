@@ -279,6 +279,8 @@ def test_a_partial_train_section_keeps_the_physics_defaults_and_bad_keys_are_nam
         physics.load_physics_config(None, [("evaluation.pool_size", 5)])
     with pytest.raises(ConfigError, match="model.conditioning"):
         physics.load_physics_config(None, [("model.conditioning", "planes")])
+    with pytest.raises(ConfigError, match="simulator's prior"):
+        physics.load_physics_config(None, [("model.mu_low", 0.01)])
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -330,8 +332,10 @@ def test_the_physics_command_end_to_end_then_reuses_its_runs(tmp_path, capsys):
     assert summary["variants"]["meta"]["median_ratio_all"] == pytest.approx(float(np.median([r["ratio_meta"] for r in rows])), rel=1e-4)
     for png in ("heatmaps.png", "ratios.png"):
         assert (out / png).stat().st_size > 10_000
-    stamps = {v: (out / v / "checkpoints" / "best.pt").stat().st_mtime_ns for v in ("meta", "oracle", "baseline")}
-    assert main(args) == 0  # the second time: evaluated again, nothing retrained
-    assert stamps == {v: (out / v / "checkpoints" / "best.pt").stat().st_mtime_ns for v in ("meta", "oracle", "baseline")}
+    files = [out / v / name for v in ("meta", "oracle", "baseline") for name in ("finished.json", "checkpoints/best.pt",
+                                                                               "checkpoints/last.pt", "metrics.jsonl")]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(args) == 0  # the second time: evaluated again, nothing retrained, resumed or rewritten
+    assert stamps == [f.stat().st_mtime_ns for f in files]
     assert main(["physics", "--out", str(out), "--set", "train.lrr=1"]) == 2
     assert "unknown config key 'train.lrr'" in capsys.readouterr().err

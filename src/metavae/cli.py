@@ -174,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_physics(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set or [])
     if args.models:
-        overrides.append(("models", args.models.split(",")))
+        overrides.append(("models", [m.strip() for m in args.models.split(",") if m.strip()]))
     config = physics.load_physics_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / config.name
     start = time.perf_counter()

@@ -55,7 +55,8 @@ def descent_time(length: Tensor, angle: Tensor, mu: Tensor, method: Literal["clo
     elif method == "euler":
         s2 = 2 * length / (a_pos * dt * dt)  # n(n − 1) ≥ s2: the first Euler step at or past L
         n = torch.ceil((1 + torch.sqrt(1 + 4 * s2)) / 2)
-        n = n - ((n - 1) * (n - 2) >= s2).to(n.dtype)  # guard the rounding of the square root
+        n = n - ((n - 1) * (n - 2) >= s2).to(n.dtype)  # guard the rounding of the square root, both ways
+        n = n + (n * (n - 1) < s2).to(n.dtype)
         t = n * dt
     else:
         raise ValueError(f"method: expected 'closed_form' or 'euler', got {method!r}")

@@ -7,7 +7,8 @@ The verbs, as for every experiment set:
 - :func:`build_model`: the variant's :class:`~metavae.models.compiled_inference.CompiledInference`;
 - :func:`train`: train one variant into a run directory with the one :class:`~metavae.training.Trainer`;
 - :func:`evaluate`: every variant and the exact Bayes posterior on the 304-plane test grid
-  (:func:`evaluate_planes`), written as ``planes.csv``, ``summary.json`` and the heatmaps;
+  (:func:`evaluate_planes`), written as ``planes.csv`` and the heatmaps (:func:`report` adds
+  ``summary.json``);
 - :func:`report`: train what is not trained yet, then evaluate (``metavae physics``).
 
 Variants (:data:`VARIANTS`): ``meta`` q(μ | D, t) over the 25 planes with a context of (t, μ)
@@ -153,6 +154,9 @@ class PhysicsConfig:
         n = self.data.context_size
         for key, pool in (("train.context_pool_size", self.train.context_pool_size), ("train.val_pool_size", self.train.val_pool_size)):
             require(pool == 0 or pool >= n, key, f"a context pool must hold at least data.context_size = {n} boxes (got {pool})")
+        require((self.model.mu_low, self.model.mu_high) == (InclinedPlane.mu_low, InclinedPlane.mu_high), "model.mu_low",
+                f"the network's support must be the simulator's prior ({InclinedPlane.mu_low}, {InclinedPlane.mu_high}), "
+                f"got ({self.model.mu_low}, {self.model.mu_high})")
         require(self.evaluation.pool_size >= n, "evaluation.pool_size",
                 f"a context pool must hold at least data.context_size = {n} boxes (got {self.evaluation.pool_size})")
 
@@ -256,8 +260,9 @@ def evaluate_planes(models: Mapping[str, CompiledInference], config: PhysicsConf
     ``config.evaluation.seed``; each box's context is ``data.context_size`` boxes drawn from a pool
     of ``evaluation.pool_size`` boxes of the same plane. The exact posterior (a fine adaptive grid,
     :func:`~metavae.evaluation.exact_posterior.exact_posterior`) knows the plane; it is the floor.
-    A box's true μ lies in the central interval of level c iff c/2 ≤ 0.5 − |F(μ) − 0.5|, with F the
-    model's exact CDF: the coverage needs no quantile search.
+    A box's true μ lies in the central interval of level c iff (1 − c)/2 ≤ 0.5 − |F(μ) − 0.5|, with F
+    the model's exact CDF: the coverage needs no quantile search. Each box's context comes from a
+    separately simulated pool of its plane, never the box itself.
     """
     ev = config.evaluation
     task = PhysicsTask(planes, simulations=ev.simulations, context_size=config.data.context_size,
@@ -349,7 +354,8 @@ def read_planes_csv(path: Path) -> list[dict[str, Any]]:
 
 def evaluate(run_dirs: Mapping[str, Path], out: Path, config: PhysicsConfig) -> dict[str, Any]:
     """Evaluate the variants' best checkpoints on the test grid; writes ``planes.csv``,
-    ``summary.json``, ``heatmaps.png`` and ``ratios.png`` into ``out``."""
+    ``heatmaps.png`` and ``ratios.png`` into ``out`` and returns the :func:`summarise` dict. Every
+    run must have been trained on ``config.data`` (the simulator and context size it is scored with)."""
     from metavae.plotting.physics import plot_heatmaps, plot_ratios
 
     start = time.perf_counter()
@@ -358,6 +364,9 @@ def evaluate(run_dirs: Mapping[str, Path], out: Path, config: PhysicsConfig) -> 
         run_config, model = load_run(run_dir)
         if run_config.variant != variant:
             raise CheckpointError(f"{run_dir} holds the {run_config.variant!r} variant, not {variant!r}")
+        if run_config.data != config.data:
+            raise ConfigError(f"{run_dir} was trained with other data settings ({to_dict(run_config.data)}) than the "
+                              f"evaluation's ({to_dict(config.data)}); evaluate it with its own config")
         models[variant] = model
     rows = evaluate_planes(models, config)
     variants = list(models)
@@ -394,6 +403,9 @@ def report(config: PhysicsConfig, out: Path, progress: bool = True, overwrite: b
                 continue
         start = time.perf_counter()
         fit = train(config, variant, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress)
+        if cfg.train.max_steps is not None and fit.step > cfg.train.max_steps:
+            raise ConfigError(f"{run_dir} was trained for {fit.step} steps, more than train.max_steps = {cfg.train.max_steps}; "
+                              "use another --out, or --overwrite to train it afresh")
         record = {"steps": fit.step, "best_step": fit.best_step, "best_val_log_q": fit.best_val,
                   "train_seconds": time.perf_counter() - start, "config": cfg.training_dict()}
         atomic_write_json(done, record)
