@@ -126,8 +126,13 @@ def test_credible_intervals_cover_the_true_parameter_at_their_level():
 def test_a_non_sliding_observation_has_the_uniform_posterior_above_tan_a():
     summary = exact_posterior(torch.tensor([math.inf]), torch.tensor([False]), torch.tensor([3.0]), torch.tensor([20.0]))
     tan = math.tan(math.radians(20))
-    assert float(summary.mean[0]) == pytest.approx((tan + 1) / 2, abs=1e-3)
-    assert float(summary.variance[0]) == pytest.approx((1 - tan) ** 2 / 12, rel=1e-2)
+    assert float(summary.mean[0]) == pytest.approx((tan + 1) / 2, abs=1e-12)
+    assert float(summary.variance[0]) == pytest.approx((1 - tan) ** 2 / 12, rel=1e-12)
+    lo, hi = summary.intervals[0.9]
+    assert (float(lo[0]), float(hi[0])) == pytest.approx((tan + 0.05 * (1 - tan), tan + 0.95 * (1 - tan)), abs=1e-12)
+    density_grid, density = posterior_density(torch.tensor([math.inf]), torch.tensor([False]), torch.tensor([3.0]),
+                                              torch.tensor([20.0]))  # the grid agrees with the closed form
+    assert float(density_grid[0, 0]) == pytest.approx(tan) and torch.allclose(density[0], torch.full_like(density[0], 1 / (1 - tan)))
 
 
 def test_the_posterior_grid_has_converged():

@@ -97,27 +97,36 @@ def posterior_density(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor,
 
 def exact_posterior(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane = InclinedPlane(),
                     levels: Sequence[float] = (0.5, 0.9), grid_size: int = 513, chunk: int = 8192) -> PosteriorSummary:
-    """Mean, variance and central ``levels`` intervals of p(μ | observation) for ``(M,)`` observations."""
+    """Mean, variance and central ``levels`` intervals of p(μ | observation) for ``(M,)`` observations.
+
+    A box that slid: on its adaptive grid (:func:`posterior_density`). A box that did not slide: the
+    posterior is uniform on [a, b] = [max(tan A, μ_lo), μ_hi], in closed form — mean (a + b)/2,
+    variance (b − a)²/12, quantile a + q·(b − a).
+    """
     time, slid, length, angle = (torch.as_tensor(v).reshape(-1) for v in (time, slid, length, angle))
-    means, variances = [], []
-    bounds: dict[float, tuple[list[Tensor], list[Tensor]]] = {lv: ([], []) for lv in levels}
-    for start in range(0, time.shape[0], chunk):
-        rows = slice(start, start + chunk)
+    slid = slid.to(torch.bool)
+    angle = angle.to(torch.float64)
+    low = torch.tan(angle * (math.pi / 180.0)).clamp(simulator.mu_low, simulator.mu_high)  # stopped boxes: U(low, μ_hi)
+    width = simulator.mu_high - low
+    mean_all, var_all = low + width / 2, width * width / 12
+    bounds_all = {lv: (low + (1 - lv) / 2 * width, low + (1 + lv) / 2 * width) for lv in levels}
+    moved = torch.nonzero(slid).squeeze(1)
+    for start in range(0, moved.numel(), chunk):
+        rows = moved[start : start + chunk]
         mu, density = posterior_density(time[rows], slid[rows], length[rows], angle[rows], simulator, grid_size)
         step = (mu[:, 1] - mu[:, 0])[:, None]  # (m, 1)
         w = density * step  # trapezoid weights: ∫ f p dμ ≈ Σ w f
         w[:, 0] /= 2
         w[:, -1] /= 2
         mean = (w * mu).sum(1)
-        means.append(mean)
-        variances.append(((w * mu * mu).sum(1) - mean * mean).clamp_min(0.0))
+        mean_all[rows] = mean
+        var_all[rows] = ((w * mu * mu).sum(1) - mean * mean).clamp_min(0.0)
         cdf = torch.cumsum((density[:, 1:] + density[:, :-1]) * (step / 2), dim=1)  # (m, J−1), at mu[:, 1:]
         cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=1) / cdf[:, -1:]  # (m, J), from 0 to 1
         for level in levels:
-            bounds[level][0].append(_quantile(mu, cdf, (1 - level) / 2))
-            bounds[level][1].append(_quantile(mu, cdf, (1 + level) / 2))
-    return PosteriorSummary(torch.cat(means), torch.cat(variances),
-                            {lv: (torch.cat(b[0]), torch.cat(b[1])) for lv, b in bounds.items()})
+            bounds_all[level][0][rows] = _quantile(mu, cdf, (1 - level) / 2)
+            bounds_all[level][1][rows] = _quantile(mu, cdf, (1 + level) / 2)
+    return PosteriorSummary(mean_all, var_all, bounds_all)
 
 
 def _quantile(grid: Tensor, cdf: Tensor, q: float) -> Tensor:
