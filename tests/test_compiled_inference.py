@@ -279,6 +279,8 @@ def test_a_partial_train_section_keeps_the_physics_defaults_and_bad_keys_are_nam
         physics.load_physics_config(None, [("evaluation.pool_size", 5)])
     with pytest.raises(ConfigError, match="model.conditioning"):
         physics.load_physics_config(None, [("model.conditioning", "planes")])
+    with pytest.raises(ConfigError, match="unknown config key 'variant'"):
+        physics.load_physics_config(None, [("variant", "meta")])
     with pytest.raises(ConfigError, match="simulator's prior"):
         physics.load_physics_config(None, [("model.mu_low", 0.01)])
 

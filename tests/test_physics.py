@@ -172,3 +172,29 @@ def test_the_physics_task_examples_are_time_slid_mu_and_the_plane():
     expected = descent_time(torch.tensor(10.0, dtype=torch.float64), torch.tensor(20.0, dtype=torch.float64), x[slid, 2])
     assert float((x[slid, 0] - expected).abs().max()) < 6 * 0.02
     assert task.held_out_names()[0] == "L=1,A=5" and len(task.held_out_names()) == 303  # 304 test planes minus this one
+
+
+def test_with_euler_times_the_posterior_mean_matches_importance_sampling():
+    """The 2020 code's Euler descent (n·dt with n the first step past L: n(n−1)·a·dt²/2 ≥ L, found here
+    by a search over n rather than the library's closed form) as the likelihood's mean time."""
+    sim = InclinedPlane(method="euler")
+    planes = torch.tensor([[2.0, 40.0], [9.0, 55.0], [15.0, 30.0]], dtype=torch.float64)
+    out = sim.simulate(planes[:, 0], planes[:, 1], 8, torch.Generator().manual_seed(4))
+    time, slid = out.time.reshape(-1), out.slid.reshape(-1)
+    length, angle = planes[:, 0].repeat_interleave(8), planes[:, 1].repeat_interleave(8)
+    summary = exact_posterior(time, slid, length, angle, sim)
+    mu = 1e-4 + (1 - 1e-4) * torch.rand(100_000, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    for i in torch.nonzero(slid).squeeze(1).tolist():
+        rad = math.radians(float(angle[i]))
+        a = 9.8 * (math.sin(rad) - math.cos(rad) * mu)
+        need = 2 * float(length[i]) / (a.clamp_min(1e-300) * 0.005**2)  # n(n−1) ≥ need
+        n = torch.floor(torch.sqrt(need)).clamp_min(1)
+        for _ in range(3):  # step up to the first n with n(n−1) ≥ need (√need ≤ n ≤ √need + 1)
+            n = torch.where(n * (n - 1) < need, n + 1, n)
+        t = n * 0.005
+        w = torch.where(a > 0, torch.exp(-0.5 * ((float(time[i]) - t) / 0.02) ** 2), torch.zeros_like(a))
+        w = w / w.sum()
+        estimate = float((w * mu).sum())
+        ess = 1 / float((w * w).sum())
+        sd = math.sqrt(float((w * (mu - estimate) ** 2).sum()))
+        assert abs(float(summary.mean[i]) - estimate) <= 5 * sd / math.sqrt(ess) + 1e-4, (i, float(summary.mean[i]), estimate)

@@ -205,6 +205,9 @@ def load_physics_config(path: str | Path | None, overrides: list[tuple[str, Any]
     raw = read_config_file(path) if path is not None else {}
     for key, value in overrides:
         set_dotted(raw, key, value)
+    if "variant" in raw:  # set by metavae for each variant's run, never by a config
+        raise ConfigError(f"unknown config key 'variant'; valid keys here: {', '.join(sorted(PhysicsConfig().to_dict()))} "
+                          "(the variants to run are chosen with models)")
     return PhysicsConfig.from_dict(raw)
 
 
