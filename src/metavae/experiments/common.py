@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ import torch
 
 from metavae.data.mnist import default_data_root
 from metavae.data.task import Task
-from metavae.errors import ConfigError
+from metavae.errors import ConfigError, RunDirectoryError
+from metavae.files import describe_os_error
 from metavae.models import MODELS, LatentVariableModel
 
-__all__ = ["resolve_data_root", "build_registered_model"]
+__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record"]
 
 
 def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -55,3 +57,26 @@ def build_registered_model(name: str, config: Any, task: Task, seed: int) -> Lat
     except (RuntimeError, MemoryError) as exc:
         raise ConfigError(f"model '{name}' cannot be built with these sizes ({' '.join(str(exc).split())[:200]}); "
                           "choose smaller model sizes") from None
+
+
+def output_directory(out: str | os.PathLike[str]) -> Path:
+    """``out`` created if needed (the folder of an experiment's variant runs and its report)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create {out}: {describe_os_error(exc)}; choose another --out") from None
+    return out
+
+
+def finished_record(path: Path, config: Any) -> dict[str, Any] | None:
+    """The JSON record a variant wrote at ``path`` when it finished, if it finished with ``config``
+    (its ``"config"`` entry); ``None`` if it is absent, damaged (the variant is finished again: its
+    run resumes) or from other settings."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get("config") == config else None

@@ -25,7 +25,6 @@ is tuned on them.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import statistics
@@ -41,9 +40,10 @@ from metavae.config.loading import from_dict, require, set_dotted, to_dict
 from metavae.config.schema import TrainConfig
 from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane
 from metavae.data.physics_task import PhysicsTask, plane_name
-from metavae.errors import CheckpointError, ConfigError, RunDirectoryError
+from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.exact_posterior import exact_posterior
-from metavae.files import atomic_write_json, atomic_write_text, describe_os_error
+from metavae.experiments.common import finished_record, output_directory
+from metavae.files import atomic_write_json, atomic_write_text
 from metavae.models.compiled_inference import CompiledInference, CompiledInferenceConfig
 from metavae.training.checkpoint import load_checkpoint, load_model_state
 from metavae.training.trainer import FitResult, Trainer
@@ -385,25 +385,17 @@ def evaluate(run_dirs: Mapping[str, Path], out: Path, config: PhysicsConfig) -> 
 def report(config: PhysicsConfig, out: Path, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """``metavae physics``: train every variant of ``config.models`` not yet trained (unfinished runs
     resume; ``overwrite`` moves earlier runs aside), evaluate them all, write ``summary.json``."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create {out}: {describe_os_error(exc)}; choose another --out") from None
+    out = output_directory(out)
     trained: dict[str, Any] = {}
     for variant in config.models:
         cfg = config.for_variant(variant)
         run_dir = out / variant
         done = run_dir / "finished.json"
-        if done.is_file() and not overwrite:
-            try:
-                record = json.loads(done.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                record = {}
-            if isinstance(record, dict) and record.get("config") == cfg.training_dict():
-                log.info("physics: %s finished earlier in %s, reusing it", variant, run_dir)
-                trained[variant] = record
-                continue
+        earlier = None if overwrite else finished_record(done, cfg.training_dict())
+        if earlier is not None:
+            log.info("physics: %s finished earlier in %s, reusing it", variant, run_dir)
+            trained[variant] = earlier
+            continue
         start = time.perf_counter()
         fit = train(config, variant, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress)
         if cfg.train.max_steps is not None and fit.step > cfg.train.max_steps:

@@ -18,7 +18,6 @@ directories) and ``<out>/compare.json``, ``compare.png`` (overlaid, as the paper
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,12 +26,12 @@ from typing import Any
 from metavae.config import ExperimentConfig, experiment_from_dict, parse_overrides, with_overrides
 from metavae.data.families import IDENTITY
 from metavae.data.image_task import ImageFamilyTask, load_images
-from metavae.errors import CheckpointError, ConfigError, RunDirectoryError
+from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.linear_probe import probe
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.experiments.common import build_registered_model, resolve_data_root
-from metavae.files import atomic_write_json, describe_os_error
+from metavae.experiments.common import build_registered_model, finished_record, output_directory, resolve_data_root
+from metavae.files import atomic_write_json
 from metavae.models import MODELS, LatentVariableModel
 from metavae.plotting.compare import plot_compare
 from metavae.plotting.probe import plot_probe
@@ -208,25 +207,17 @@ def report(base: ExperimentConfig, variants: list[str], out: Path, data_root: Pa
                    overwrite: bool = False) -> dict[str, Any]:
     """Train, probe and score ``variants`` into ``out/<variant>/``. A variant's finished run with the same
     config is reused; an unfinished one is resumed; ``overwrite`` moves earlier runs aside instead."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create {out}: {describe_os_error(exc)}; choose another --out") from None
+    out = output_directory(out)
     rows: dict[str, Any] = {}
     for variant in variants:
         config = variant_config(base, variant)
         run_dir = out / variant
         summary_path = run_dir / "summary.json"
-        if summary_path.is_file() and not overwrite:
-            try:
-                summary = json.loads(summary_path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                summary = {}  # damaged: finish the variant again (its run resumes)
-            if isinstance(summary, dict) and summary.get("config") == config.to_dict():  # same training, probe and evaluation settings
-                log.info("%s: finished run found in %s, reusing it", variant, run_dir)
-                rows[variant] = summary
-                continue
+        earlier = None if overwrite else finished_record(summary_path, config.to_dict())  # same training, probe, evaluation
+        if earlier is not None:
+            log.info("%s: finished run found in %s, reusing it", variant, run_dir)
+            rows[variant] = earlier
+            continue
         start = time.perf_counter()
         log.info("%s: training into %s", variant, run_dir)
         fit = train(config, run_dir, data_root, resume=not overwrite, overwrite=overwrite, progress=progress)
