@@ -19,24 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from metavae.data.physics import GRAVITY, InclinedPlane, descent_time
+from metavae.evaluation.grid_posterior import PosteriorSummary, adaptive_window, normalised, summarise
 
 __all__ = ["PosteriorSummary", "exact_posterior", "posterior_density"]
-
-
-@dataclass(frozen=True)
-class PosteriorSummary:
-    """Per observation ``(M,)``: ``mean``, ``variance`` and, per requested level, the central
-    interval ``intervals[level] = (lower (M,), upper (M,))``."""
-
-    mean: Tensor
-    variance: Tensor
-    intervals: dict[float, tuple[Tensor, Tensor]]
 
 
 def _log_likelihood(mu: Tensor, time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane) -> Tensor:
@@ -55,14 +45,6 @@ def _log_likelihood(mu: Tensor, time: Tensor, slid: Tensor, length: Tensor, angl
     return log_lik.masked_fill_(impossible, -math.inf)
 
 
-def _normalised(mu: Tensor, log_lik: Tensor) -> Tensor:
-    """Densities on per-row uniform grids ``mu: (M, J)`` that integrate to 1 by the trapezoid rule."""
-    weights = torch.exp(log_lik - log_lik.amax(dim=1, keepdim=True))  # stable: the largest term is e^0
-    step = mu[:, 1] - mu[:, 0]  # (M,)
-    mass = (weights.sum(1) - (weights[:, 0] + weights[:, -1]) / 2) * step
-    return weights / mass[:, None]
-
-
 def posterior_density(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane = InclinedPlane(),
                       grid_size: int = 513, coarse_size: int = 257) -> tuple[Tensor, Tensor]:
     """``(grid (M, J), density (M, J))``: p(μ | observation) on a uniform grid per observation, each row
@@ -78,21 +60,17 @@ def posterior_density(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor,
     """
     time, length, angle = (torch.as_tensor(v, dtype=torch.float64) for v in (time, length, angle))
     slid = torch.as_tensor(slid, dtype=torch.bool)
-    m = time.shape[0]
-    coarse = torch.linspace(simulator.mu_low, simulator.mu_high, coarse_size, dtype=torch.float64).expand(m, -1)
-    log_lik = _log_likelihood(coarse, time, slid, length, angle, simulator)
-    keep = log_lik > log_lik.amax(dim=1, keepdim=True) - 40.0  # (M, J)
-    index = torch.arange(coarse_size).expand(m, -1)
-    first = torch.where(keep, index, coarse_size).amin(1).sub(1).clamp_min(0)
-    last = torch.where(keep, index, -1).amax(1).add(1).clamp_max(coarse_size - 1)
-    lo, hi = coarse[0, first], coarse[0, last]  # (M,)
+    def log_lik(mu: Tensor) -> Tensor:
+        return _log_likelihood(mu, time, slid, length, angle, simulator)
+
+    lo, hi = adaptive_window(log_lik, simulator.mu_low, simulator.mu_high, time.shape[0], coarse_size)
     # a box that did not slide: the posterior is uniform on [tan A, μ_hi]; its grid starts exactly at the
     # jump, so the trapezoid rule integrates it exactly (a jump inside the grid would cost O(step))
     tan = torch.tan(angle * (math.pi / 180.0)).clamp(simulator.mu_low, simulator.mu_high)
     lo = torch.where(slid, lo, tan)
     hi = torch.where(slid, hi, torch.full_like(hi, simulator.mu_high))
     fine = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0, 1, grid_size, dtype=torch.float64)
-    return fine, _normalised(fine, _log_likelihood(fine, time, slid, length, angle, simulator))
+    return fine, normalised(fine, log_lik(fine))
 
 
 def exact_posterior(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, simulator: InclinedPlane = InclinedPlane(),
@@ -113,27 +91,8 @@ def exact_posterior(time: Tensor, slid: Tensor, length: Tensor, angle: Tensor, s
     moved = torch.nonzero(slid).squeeze(1)
     for start in range(0, moved.numel(), chunk):
         rows = moved[start : start + chunk]
-        mu, density = posterior_density(time[rows], slid[rows], length[rows], angle[rows], simulator, grid_size)
-        step = (mu[:, 1] - mu[:, 0])[:, None]  # (m, 1)
-        w = density * step  # trapezoid weights: ∫ f p dμ ≈ Σ w f
-        w[:, 0] /= 2
-        w[:, -1] /= 2
-        mean = (w * mu).sum(1)
-        mean_all[rows] = mean
-        var_all[rows] = ((w * mu * mu).sum(1) - mean * mean).clamp_min(0.0)
-        cdf = torch.cumsum((density[:, 1:] + density[:, :-1]) * (step / 2), dim=1)  # (m, J−1), at mu[:, 1:]
-        cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=1) / cdf[:, -1:]  # (m, J), from 0 to 1
+        part = summarise(*posterior_density(time[rows], slid[rows], length[rows], angle[rows], simulator, grid_size), levels)
+        mean_all[rows], var_all[rows] = part.mean, part.variance
         for level in levels:
-            bounds_all[level][0][rows] = _quantile(mu, cdf, (1 - level) / 2)
-            bounds_all[level][1][rows] = _quantile(mu, cdf, (1 + level) / 2)
+            bounds_all[level][0][rows], bounds_all[level][1][rows] = part.intervals[level]
     return PosteriorSummary(mean_all, var_all, bounds_all)
-
-
-def _quantile(grid: Tensor, cdf: Tensor, q: float) -> Tensor:
-    """Per row, the μ at which the non-decreasing ``cdf`` reaches ``q`` (linear interpolation on that row's grid)."""
-    target = torch.full((cdf.shape[0], 1), q, dtype=cdf.dtype)
-    right = torch.searchsorted(cdf.contiguous(), target, right=False).clamp(1, grid.shape[1] - 1)  # (m, 1)
-    c0, c1 = cdf.gather(1, right - 1), cdf.gather(1, right)
-    g0, g1 = grid.gather(1, right - 1), grid.gather(1, right)
-    frac = ((target - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0.0, 1.0)
-    return (g0 + frac * (g1 - g0)).squeeze(1)
