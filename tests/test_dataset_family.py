@@ -75,6 +75,8 @@ def test_uint8_data_are_read_as_grey_levels_and_labels_are_optional():
         (dict(train=[torch.rand(9, 4), torch.rand(9, 4)], held_out=[0, 1]), r"held_out: all 2 distributions are held out"),
         (dict(train=[torch.rand(9, 4)], names=["a", "b"]), r"names: expected 1 distinct names"),
         (dict(train=[torch.rand(9, 4) * 3]), r"train\[0\]: values must lie in \[0, 1\] .* got range \[0\.\d+, 2\.\d+\]"),
+        (dict(train=[torch.rand(9, 4) * 3], value_range=(0.0, 2.0)), r"train\[0\]: values must lie in \[0, 2\]"),
+        (dict(train=[torch.full((9, 4), float("nan"))], value_range=None), r"train\[0\]: values must be finite"),
         (dict(train=[torch.ones(9, 4, dtype=torch.int64)]), r"train\[0\]: expected floating-point values .* got dtype torch.int64"),
         (dict(train=[torch.rand(9)]), r"train\[0\]: expected examples of shape \(n, \*event\) with n ≥ 1, got shape \(9,\)"),
         (dict(train=[(torch.rand(9, 4), torch.zeros(8, dtype=torch.long))]), r"train\[0\]: expected integer labels of shape \(9,\)"),
@@ -214,3 +216,11 @@ def test_a_dataset_of_items_that_are_not_tensors_is_a_value_error_naming_the_ent
 
     with pytest.raises(ValueError, match=r"train\[0\]: the Dataset's items must be tensors .* got dict"):
         DatasetFamily([Dicts()])
+
+
+def test_any_finite_values_with_value_range_none():
+    """Data for likelihoods other than the images' Bernoulli (e.g. Gaussian points) pass through unchanged."""
+    x = [torch.randn(20, 5, 2) * 7, torch.randn(20, 5, 2) - 30]
+    task = DatasetFamily(x, x, context_size=3, value_range=None)
+    batch = task.distribution_batch("1", "test", None, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(batch.x, x[1])

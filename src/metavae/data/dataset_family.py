@@ -8,9 +8,11 @@ simulator setting, …) trains one MetaVAE over them with no subclassing::
 Each entry is one distribution's examples: a tensor (or numpy array) ``(n_k, *event)``, a pair
 ``(x, labels)`` with ``labels: (n_k,)`` integers, or a ``torch.utils.data.Dataset`` whose items
 are ``x`` or ``(x, label)``. Data sets are read once into memory (a ``Dataset`` item by item) and
-stored as one float32 tensor per part; uint8 data are read as grey levels ``/255``. The models'
-likelihood is Bernoulli on values in [0, 1] (see :func:`~metavae.models.base.bernoulli_grey_levels`),
-so values outside [0, 1] are refused.
+stored as one float32 tensor per part; uint8 data are read as grey levels ``/255``. The image
+models' likelihood is Bernoulli on values in [0, 1] (see
+:func:`~metavae.models.base.bernoulli_grey_levels`), so by default values outside [0, 1] are
+refused; ``value_range=None`` accepts any finite values (for models with other likelihoods, e.g.
+the exponential families of :mod:`metavae.data.expfam`).
 
 Distributions not in ``held_out`` are *training* distributions, with decoders ``0 … D−1`` in their
 order of appearance; a ``validation_fraction`` of each one's train part (a seeded random subset,
@@ -45,7 +47,7 @@ __all__ = ["DatasetFamily", "DataLike"]
 DataLike = Union[Tensor, np.ndarray, "tuple[Any, Any]", Dataset]
 
 
-def _as_examples(data: Any, where: str) -> tuple[Tensor, Tensor | None]:
+def _as_examples(data: Any, where: str, value_range: tuple[float, float] | None = (0.0, 1.0)) -> tuple[Tensor, Tensor | None]:
     """One distribution's ``(x: (n, *event) float32, labels: (n,) long or None)``."""
     labels: Any = None
     if isinstance(data, Dataset) and not isinstance(data, (Tensor, tuple, list)):
@@ -81,8 +83,12 @@ def _as_examples(data: Any, where: str) -> tuple[Tensor, Tensor | None]:
         raise ValueError(f"{where}: expected floating-point values in [0, 1] or uint8 grey levels, got dtype {x.dtype}")
     x = x.to(torch.float32)
     lo, hi = float(x.min()), float(x.max())
-    if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
-        raise ValueError(f"{where}: values must lie in [0, 1] (the models' Bernoulli likelihood), got range [{lo:g}, {hi:g}]")
+    if value_range is None:
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{where}: values must be finite, got NaN or infinity")
+    elif not (value_range[0] <= lo and hi <= value_range[1]):  # also refuses NaN
+        raise ValueError(f"{where}: values must lie in [{value_range[0]:g}, {value_range[1]:g}] (value_range; the image "
+                         f"models' Bernoulli likelihood needs [0, 1]), got range [{lo:g}, {hi:g}]")
     if labels is not None:
         labels = torch.as_tensor(labels)
         if labels.shape != (x.shape[0],) or labels.is_floating_point() or labels.dtype == torch.bool:
@@ -104,10 +110,12 @@ class DatasetFamily:
         context_size: N, the size of every context set.
         validation_fraction: share of each training distribution's train part kept for validation.
         seed: seeds the validation split, the epoch orders and the fixed evaluation batches.
+        value_range: the interval values must lie in (default [0, 1], the image models'
+            Bernoulli likelihood), or ``None`` for any finite values.
 
     Raises:
         ValueError: naming the argument and entry, for mismatched event shapes, labels, names,
-            held-out indices or values outside [0, 1].
+            held-out indices or values outside ``value_range``.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class DatasetFamily:
         context_size: int = 10,
         validation_fraction: float = 0.1,
         seed: int = 0,
+        value_range: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
         k = len(train)
         if k == 0:
@@ -149,9 +158,9 @@ class DatasetFamily:
         self.held_out = held
         self.trained = [i for i in range(k) if i not in held]
 
-        parts = {"train": [_as_examples(d, f"train[{i}]") for i, d in enumerate(train)]}
+        parts = {"train": [_as_examples(d, f"train[{i}]", value_range) for i, d in enumerate(train)]}
         if test is not None:
-            parts["test"] = [_as_examples(d, f"test[{i}]") for i, d in enumerate(test)]
+            parts["test"] = [_as_examples(d, f"test[{i}]", value_range) for i, d in enumerate(test)]
         self._event_shape = tuple(parts["train"][0][0].shape[1:])
         has_labels = parts["train"][0][1] is not None
         for part, entries in parts.items():
