@@ -55,7 +55,8 @@ class MetaVAE(VAE):
     Args:
         summary: set encoder h, context → ``(B, summary_dim)``.
         inference_net: r, ``(B, x_features + summary_dim)`` → ``(B, 2·z_dim)`` (loc, log-variance).
-        decoder: grouped decoders, ``(M, z_dim)`` and group ``(M,)`` → logits ``(M, prod(event))``.
+        decoder: grouped decoders, ``(M, z_dim)`` and group ``(M,)`` → logits ``(M, prod(event))``, or
+            a decoder with its own ``log_prob`` (see :class:`~metavae.models.vae.VAE`).
         event_shape: shape of one data point, e.g. ``(1, 28, 28)``.
         x_encoder: features of x (default ``nn.Flatten()``).
 
@@ -67,7 +68,7 @@ class MetaVAE(VAE):
     config_class = MetaVAEConfig
     uses_context = True
 
-    def __init__(self, summary: SetEncoder, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...],
+    def __init__(self, summary: nn.Module, inference_net: nn.Module, decoder: nn.Module, event_shape: tuple[int, ...],
                  x_encoder: nn.Module | None = None) -> None:
         super().__init__(inference_net, decoder, event_shape, x_encoder)
         self.summary = summary

@@ -54,8 +54,12 @@ class VAE(LatentVariableModel):
 
     Args:
         inference_net: ``(B, x_features) → (B, 2·z_dim)`` (loc, log-variance).
-        decoder: grouped decoders ``(M, z_dim), group (M,) → (M, prod(event))`` logits, with
-            attributes ``num_groups`` and ``in_features`` (e.g. :class:`~metavae.nn.GroupedMLP`).
+        decoder: grouped decoders with attributes ``num_groups`` and ``in_features``: either
+            networks ``(M, z_dim), group (M,) → (M, prod(event))`` logits of the Bernoulli
+            likelihood on grey levels (e.g. :class:`~metavae.nn.GroupedMLP`), or a module with
+            its own ``log_prob(x (B, *event), z (K, B, z_dim), decoder_index (B,)) → (K, B)``
+            (e.g. the parameter-free likelihoods of
+            :class:`~metavae.models.family_decoder.FamilyDecoder`).
         event_shape: shape of one data point, e.g. ``(1, 28, 28)``.
         x_encoder: features of x, ``(B, *event) → (B, x_features)``; default ``nn.Flatten()``
             (a conv backbone plugs in here).
@@ -64,7 +68,7 @@ class VAE(LatentVariableModel):
     config_class = VAEConfig
     uses_context = False
 
-    def __init__(self, inference_net: nn.Module, decoder: GroupedMLP, event_shape: tuple[int, ...],
+    def __init__(self, inference_net: nn.Module, decoder: nn.Module, event_shape: tuple[int, ...],
                  x_encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.inference_net = inference_net
@@ -107,8 +111,11 @@ class VAE(LatentVariableModel):
         k, b = z.shape[:2]
         if decoder_index is None or self.num_decoders == 1:
             decoder_index = torch.zeros(b, dtype=torch.long, device=x.device)
-        logits = self.decoder(z.reshape(k * b, -1), decoder_index.repeat(k)).view(k, b, *self.event_shape)
-        log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
+        if hasattr(self.decoder, "log_prob"):  # a decoder that is its own likelihood
+            log_px = self.decoder.log_prob(x, z, decoder_index)  # (K, B)
+        else:
+            logits = self.decoder(z.reshape(k * b, -1), decoder_index.repeat(k)).view(k, b, *self.event_shape)
+            log_px = bernoulli_grey_levels(logits, len(self.event_shape)).log_prob(x)  # (K, B)
         return ELBOTerms(log_px, (LatentTerm("z", q, standard_normal(self.z_dim, z), z),))
 
     def _representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
