@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|demo|compare|physics``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|demo|compare|physics|expfam``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -24,7 +24,7 @@ from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import ensure_mnist, fetch_mnist
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
-from metavae.experiments import physics, resolve_data_root
+from metavae.experiments import expfam, physics, resolve_data_root
 from metavae.experiments import transformed_images as images
 from metavae.files import describe_os_error
 
@@ -185,6 +185,20 @@ def cmd_physics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expfam(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.set or [])
+    if args.experiments:
+        overrides.append(("experiments", [e.strip() for e in args.experiments.split(",") if e.strip()]))
+    config = expfam.load_expfam_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    start = time.perf_counter()
+    summary = expfam.report(config, out, progress=_progress(args), overwrite=args.overwrite)
+    print(expfam.format_summary(summary))
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'sweep.csv'}, {out / 'summary.json'}, "
+          f"{out / 'sweeps.png'}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (exit code 2, like every input error)."""
 
@@ -261,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(by default finished variants are reused and unfinished ones resumed)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_physics)
+
+    p = command("expfam", help="learning sufficient statistics: MetaVAEs with parameter-free decoders over exponential "
+                "families, swept beyond their training range against the exact posterior and maximum likelihood")
+    p.add_argument("config", nargs="?", default=None, help="expfam config (YAML; default: configs/expfam/default.yaml's "
+                   "values, built in)")
+    p.add_argument("--out", default=None, help="output directory (default runs/<name>)")
+    p.add_argument("--experiments", default=None, help="comma-separated: single, many")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.max_steps=500")
+    p.add_argument("--overwrite", action="store_true", help="move earlier runs aside and train afresh "
+                   "(by default finished runs are reused and unfinished ones resumed)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_expfam)
 
     p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")
