@@ -248,13 +248,13 @@ def test_the_cosine_learning_rate_and_that_the_optimizer_uses_it(tmp_path):
 
 
 def test_a_cosine_run_resumes_but_is_not_extended():
-    cosine = physics.PhysicsConfig().for_variant("meta")
-    longer = physics.PhysicsConfig.from_dict({"train": {"max_steps": 9000}}).for_variant("meta")
+    cosine = physics.PhysicsConfig().for_run("meta")
+    longer = physics.PhysicsConfig.from_dict({"train": {"max_steps": 9000}}).for_run("meta")
     assert "cannot" not in (resume_conflict(cosine, cosine) or "")
     assert resume_conflict(cosine, cosine) is None
     assert "resumed but not extended" in resume_conflict(cosine, longer)
-    constant = physics.PhysicsConfig.from_dict({"train": {"lr_schedule": "constant"}}).for_variant("meta")
-    constant_longer = physics.PhysicsConfig.from_dict({"train": {"lr_schedule": "constant", "max_steps": 9000}}).for_variant("meta")
+    constant = physics.PhysicsConfig.from_dict({"train": {"lr_schedule": "constant"}}).for_run("meta")
+    constant_longer = physics.PhysicsConfig.from_dict({"train": {"lr_schedule": "constant", "max_steps": 9000}}).for_run("meta")
     assert resume_conflict(constant, constant_longer) is None
 
 
@@ -291,7 +291,7 @@ def test_evaluation_rows_against_an_independent_computation():
     path: intervals from the model's quantiles (icdf) rather than its CDF at μ."""
     config = physics.PhysicsConfig.from_dict({"evaluation": {"simulations": 60, "pool_size": 60}})
     torch.manual_seed(4)
-    models = {"oracle": CompiledInference.from_config(config.for_variant("oracle").model).eval()}
+    models = {"oracle": CompiledInference.from_config(config.for_run("oracle").model).eval()}
     planes = ((2.0, 20.0), (10.0, 45.0), (19.0, 80.0))
     rows = physics.evaluate_planes(models, config, planes)
     task = PhysicsTask(planes, simulations=60, context_size=20, seed=config.evaluation.seed)

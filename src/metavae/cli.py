@@ -171,32 +171,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_physics(args: argparse.Namespace) -> int:
+def _experiment(module, load, args: argparse.Namespace, choice: str, files: tuple[str, ...]) -> int:
+    """``metavae physics`` / ``expfam``: config (+ ``--set`` and the comma-separated ``choice`` list), then
+    the module's ``report`` into ``--out`` (default ``runs/<name>``) and its summary table."""
     overrides = parse_overrides(args.set or [])
-    if args.models:
-        overrides.append(("models", [m.strip() for m in args.models.split(",") if m.strip()]))
-    config = physics.load_physics_config(args.config, overrides)
+    picked = getattr(args, choice)
+    if picked:
+        overrides.append((choice, [m.strip() for m in picked.split(",") if m.strip()]))
+    config = load(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / config.name
     start = time.perf_counter()
-    summary = physics.report(config, out, progress=_progress(args), overwrite=args.overwrite)
-    print(physics.format_summary(summary))
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'planes.csv'}, {out / 'summary.json'}, "
-          f"{out / 'heatmaps.png'}, {out / 'ratios.png'}")
+    summary = module.report(config, out, progress=_progress(args), overwrite=args.overwrite)
+    print(module.format_summary(summary))
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote " + ", ".join(str(out / f) for f in files))
     return 0
+
+
+def cmd_physics(args: argparse.Namespace) -> int:
+    return _experiment(physics, physics.load_physics_config, args, "models",
+                       ("planes.csv", "summary.json", "heatmaps.png", "ratios.png"))
 
 
 def cmd_expfam(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.set or [])
-    if args.experiments:
-        overrides.append(("experiments", [e.strip() for e in args.experiments.split(",") if e.strip()]))
-    config = expfam.load_expfam_config(args.config, overrides)
-    out = Path(args.out) if args.out else Path("runs") / config.name
-    start = time.perf_counter()
-    summary = expfam.report(config, out, progress=_progress(args), overwrite=args.overwrite)
-    print(expfam.format_summary(summary))
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'sweep.csv'}, {out / 'summary.json'}, "
-          f"{out / 'sweeps.png'}")
-    return 0
+    return _experiment(expfam, expfam.load_expfam_config, args, "experiments", ("sweep.csv", "summary.json", "sweeps.png"))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,13 +11,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from metavae.config.loading import flatten, from_dict, read_config_file, require, set_dotted, to_dict
 from metavae.data.families import FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
 
-__all__ = ["DataConfig", "TrainConfig", "ProbeConfig", "EvaluationConfig", "ExperimentConfig", "RunConfig", "TrainingRun", "RESUMABLE_KEYS", "resume_conflict", "experiment_from_dict", "load_config", "with_overrides"]
+__all__ = ["RunOfExperiment", "DataConfig", "TrainConfig", "ProbeConfig", "EvaluationConfig", "ExperimentConfig", "RunConfig", "TrainingRun", "RESUMABLE_KEYS", "resume_conflict", "experiment_from_dict", "load_config", "with_overrides"]
 
 
 @dataclass(frozen=True)
@@ -292,3 +292,44 @@ def with_overrides(config: ExperimentConfig, overrides: list[tuple[str, Any]]) -
     return load_config(None, [*flatten(config.to_dict()), *overrides])
 
 
+
+
+class RunOfExperiment:
+    """What an experiment config with several training runs shares (physics variants, expfam runs).
+
+    The config is one dataclass with an internal field :attr:`RUN_FIELD` (empty for the experiment,
+    the run's name in each run's ``config.yaml`` and checkpoints). Subclasses set :attr:`RUN_FIELD`
+    and :attr:`TRAINING_KEYS` (the sections that determine a run's training) and implement
+    ``for_run(name)``. ``from_dict`` validates over the experiment's own defaults, one section deep,
+    so ``train: {lr: 1e-3}`` keeps the experiment's other train settings, not :class:`TrainConfig`'s.
+    """
+
+    RUN_FIELD: ClassVar[str] = "run"
+    TRAINING_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def for_run(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        out = to_dict(self)
+        if not out.get(self.RUN_FIELD):
+            out.pop(self.RUN_FIELD, None)
+        return out
+
+    def training_dict(self) -> dict[str, Any]:
+        """The sections that determine the run's training, and its name: what a resumed run must match."""
+        full = self.to_dict()
+        return {k: full[k] for k in (*self.TRAINING_KEYS, self.RUN_FIELD) if k in full}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Any:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"a {cls.__name__} must be a mapping of config sections, got {raw!r}")
+        raw = dict(raw)
+        run = raw.pop(cls.RUN_FIELD, "")
+        merged = to_dict(cls())
+        merged.pop(cls.RUN_FIELD, None)
+        for key, value in raw.items():
+            merged[key] = {**merged[key], **value} if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
+        config = from_dict(cls, merged)
+        return config.for_run(run) if run else config

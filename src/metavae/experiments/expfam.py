@@ -31,13 +31,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from metavae.config.loading import from_dict, read_config_file, require, set_dotted, to_dict
-from metavae.config.schema import TrainConfig
+from metavae.config.loading import read_config_file, require, set_dotted
+from metavae.config.schema import RunOfExperiment, TrainConfig
 from metavae.data import expfam
 from metavae.data.dataset_family import DatasetFamily
 from metavae.errors import ConfigError
@@ -102,9 +102,12 @@ def _default_train() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class ExpFamConfig:
+class ExpFamConfig(RunOfExperiment):
     """The whole experiment; each run records it with ``run`` set. ``experiments``: ``single``
     and/or ``many``; ``hidden_dim``/``summary_dim``: the encoders' sizes."""
+
+    RUN_FIELD: ClassVar[str] = "run"
+    TRAINING_KEYS: ClassVar[tuple[str, ...]] = ("data", "hidden_dim", "summary_dim", "train")
 
     name: str = "expfam"
     data: ExpFamDataConfig = field(default_factory=ExpFamDataConfig)
@@ -120,30 +123,6 @@ class ExpFamConfig:
                 f"choose single and/or many, got {list(self.experiments)}")
         require(self.hidden_dim >= 1 and self.summary_dim >= 1, "hidden_dim", "sizes must be ≥ 1")
         require(self.run in ("", *runs(self)), "run", f"unknown run {self.run!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = to_dict(self)
-        if not self.run:
-            out.pop("run")
-        return out
-
-    def training_dict(self) -> dict[str, Any]:
-        full = self.to_dict()
-        return {k: full[k] for k in ("data", "hidden_dim", "summary_dim", "train", "run") if k in full}
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ExpFamConfig:
-        """Validate over this experiment's defaults (a partial section keeps the others)."""
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"an expfam config must be a mapping, got {raw!r}")
-        raw = dict(raw)
-        run = raw.pop("run", "")
-        merged = to_dict(cls())
-        merged.pop("run")
-        for key, value in raw.items():
-            merged[key] = {**merged[key], **value} if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
-        config = from_dict(cls, merged)
-        return config.for_run(run) if run else config
 
     def for_run(self, run: str) -> ExpFamConfig:
         """This config as the training run ``run`` (one of :func:`runs`)."""

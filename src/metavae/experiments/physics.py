@@ -32,12 +32,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from metavae.config.loading import from_dict, require, set_dotted, to_dict
-from metavae.config.schema import TrainConfig
+from metavae.config.loading import require, set_dotted, to_dict
+from metavae.config.schema import RunOfExperiment, TrainConfig
 from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane
 from metavae.data.physics_task import PhysicsTask, plane_name
 from metavae.errors import CheckpointError, ConfigError
@@ -128,7 +128,7 @@ def _default_train() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class PhysicsConfig:
+class PhysicsConfig(RunOfExperiment):
     """The whole experiment; one variant's training run records it with ``variant`` set.
 
     Sections: ``data`` (:class:`PhysicsDataConfig`), ``model`` (:class:`CompiledInferenceConfig`:
@@ -136,6 +136,9 @@ class PhysicsConfig:
     (:class:`~metavae.config.TrainConfig`, with this experiment's defaults), ``evaluation``
     (:class:`PhysicsEvaluationConfig`), ``models`` (the variants to run).
     """
+
+    RUN_FIELD: ClassVar[str] = "variant"
+    TRAINING_KEYS: ClassVar[tuple[str, ...]] = ("data", "model", "train")  # not evaluation, models
 
     name: str = "physics"
     data: PhysicsDataConfig = field(default_factory=PhysicsDataConfig)
@@ -160,42 +163,12 @@ class PhysicsConfig:
         require(self.evaluation.pool_size >= n, "evaluation.pool_size",
                 f"a context pool must hold at least data.context_size = {n} boxes (got {self.evaluation.pool_size})")
 
-    def for_variant(self, variant: str) -> PhysicsConfig:
+    def for_run(self, variant: str) -> PhysicsConfig:
         """This config as the training run of ``variant`` (its model's conditioning set)."""
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         conditioning, features, _ = VARIANTS[variant]
         return replace(self, model=replace(self.model, conditioning=conditioning, context_features=features), variant=variant)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = to_dict(self)
-        if not self.variant:
-            out.pop("variant")
-        return out
-
-    def training_dict(self) -> dict[str, Any]:
-        """What determines a variant's training: data, model, train and the variant (not evaluation, models)."""
-        full = self.to_dict()
-        return {k: full[k] for k in ("data", "model", "train", "variant") if k in full}
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> PhysicsConfig:
-        """Validate a config mapping over this experiment's defaults (so ``train: {lr: 1e-3}`` keeps
-        the other physics train settings, not the MNIST ones)."""
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"a physics config must be a mapping with sections data, model, train, evaluation; got {raw!r}")
-        raw = dict(raw)
-        variant = raw.pop("variant", "")
-        merged = to_dict(cls())
-        merged.pop("variant")
-        for section, value in raw.items():
-            if isinstance(value, Mapping) and isinstance(merged.get(section), dict):
-                for key, item in value.items():
-                    merged[section][key] = item
-            else:
-                merged[section] = value
-        config = from_dict(cls, merged)
-        return config.for_variant(variant) if variant else config
 
 
 def load_physics_config(path: str | Path | None, overrides: list[tuple[str, Any]] = ()) -> PhysicsConfig:
@@ -223,7 +196,7 @@ def build_task(config: PhysicsConfig, variant: str | None = None) -> PhysicsTask
 
 def build_model(config: PhysicsConfig, variant: str | None = None) -> CompiledInference:
     """The variant's network, initialised from ``config.train.seed``."""
-    cfg = config.for_variant(variant or config.variant)
+    cfg = config.for_run(variant or config.variant)
     torch.manual_seed(cfg.train.seed)
     return CompiledInference.from_config(cfg.model)
 
@@ -231,7 +204,7 @@ def build_model(config: PhysicsConfig, variant: str | None = None) -> CompiledIn
 def train(config: PhysicsConfig, variant: str, run_dir: Path, resume: bool = False, progress: bool = True,
           overwrite: bool = False) -> FitResult:
     """Train ``variant`` into ``run_dir`` on −log q(μ | ·, t) (see :mod:`metavae.models.compiled_inference`)."""
-    cfg = config.for_variant(variant)
+    cfg = config.for_run(variant)
     task = build_task(cfg)
     task.check(cfg.train)
     model = build_model(cfg)
@@ -388,7 +361,7 @@ def report(config: PhysicsConfig, out: Path, progress: bool = True, overwrite: b
     out = output_directory(out)
     trained: dict[str, Any] = {}
     for variant in config.models:
-        cfg = config.for_variant(variant)
+        cfg = config.for_run(variant)
         run_dir = out / variant
         done = run_dir / "finished.json"
         earlier = None if overwrite else finished_record(done, cfg.training_dict())
