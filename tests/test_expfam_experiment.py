@@ -15,7 +15,8 @@ from metavae.models.family_decoder import sufficient_statistic_model
 
 TINY = [("train.max_steps", 6), ("train.validate_every", 3), ("train.checkpoint_every", 3), ("evaluation.steps", 3),
         ("evaluation.observations", 8), ("data.observations", 60), ("data.distributions", 3), ("train.val_pool_size", 6),
-        ("train.val_examples", 4), ("train.context_pool_size", 12), ("train.batch_size", 4), ("data.context_size", 3)]
+        ("train.val_examples", 4), ("train.context_pool_size", 12), ("train.batch_size", 4), ("data.context_size", 3),
+        ("evaluation.read_out_steps", 5), ("evaluation.read_out_distributions", 2)]
 
 
 def test_the_runs_of_both_experiments():
@@ -74,8 +75,10 @@ def test_evaluation_rows_against_an_independent_computation():
     with torch.no_grad():
         loc = model.posterior(x, None).mean.double()  # identity link: the mean of θ is the mean of z
     assert lognormal["mse"] == pytest.approx(float((loc**2).mean()), rel=1e-6)
-    assert all(r["in_training_range"] == (expfam.TRAINED_FAMILIES[r["family"]][0] <= r["theta"] <= expfam.TRAINED_FAMILIES[r["family"]][1])
-               for r in rows)
+    for r in rows:
+        low, high = expfam.TRAINED_FAMILIES.get(r["family"], (1.0, 0.0))  # an unseen family has no training range
+        assert r["in_training_range"] == (low <= r["theta"] <= high)
+    assert {r["family"] for r in rows} == {"gaussian", "lognormal", "exponential", "beta", "weibull", "laplace"}
 
 
 def test_the_softplus_estimate_is_the_mean_of_theta_under_q():
@@ -106,3 +109,24 @@ def test_the_expfam_command_end_to_end_then_reuses_its_runs(tmp_path, capsys):
     stamps = [(out / run / "checkpoints" / "best.pt").stat().st_mtime_ns for run in summary["training"]]
     assert main(args) == 0
     assert stamps == [(out / run / "checkpoints" / "best.pt").stat().st_mtime_ns for run in summary["training"]]
+
+
+class _Stub(torch.nn.Module):
+    """An "encoder" whose q(z | x) is the exact (conjugate, Gaussian) posterior of the Gaussian family
+    distorted by z ↦ 0.5 z + 0.3: mean 0.5·m + 0.3, standard deviation 0.5·s."""
+
+    uses_context = False
+
+    def posterior(self, x, context):
+        exact = families.exact_posterior("gaussian", x)
+        loc, scale = 0.5 * exact.mean + 0.3, 0.5 * exact.variance.sqrt()
+        return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+
+def test_the_read_out_for_an_unseen_family_undoes_an_affine_distortion_of_the_exact_posterior():
+    """Fitted by the family's ELBO alone (no θ shown): the ELBO is maximised exactly when q is the
+    posterior, which the affine read-out can restore here, so it must find a = 2, b = −0.6."""
+    config = expfam.load_expfam_config(None, [("evaluation.read_out_steps", 600)])
+    a, b = expfam.fit_read_out(_Stub(), "gaussian", config)
+    assert torch.allclose(a, torch.full((2,), 2.0, dtype=torch.float64), atol=0.05), a
+    assert torch.allclose(b, torch.full((2,), -0.6, dtype=torch.float64), atol=0.05), b

@@ -27,6 +27,7 @@ over observations and both coordinates.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -77,23 +78,42 @@ class ExpFamDataConfig:
 
 @dataclass(frozen=True)
 class ExpFamEvaluationConfig:
-    """The sweep: θ from ``low`` to ``high`` in ``steps`` points per family (defaults extend each
-    training range on both sides; the unseen families from 0.5 to 8), ``observations`` per θ."""
+    """The sweep: θ from ``low`` to ``high`` in ``steps`` points per family — ``ranges`` for the trained
+    families (defaults extend each training range on both sides), ``unseen`` for the families no model
+    is trained on — with ``observations`` per θ.
+
+    Reading a parameter off for an unseen family: the encoder is frozen and the unseen family's
+    likelihood becomes the decoder; an affine map per coordinate, z' = a ⊙ z + b, is fitted by
+    maximising that decoder's ELBO on ``read_out_distributions`` distributions of the family (θ
+    evenly over ``read_out_range``, 100 observations each; no θ is shown to it), ``read_out_steps``
+    Adam steps. θ is then the mean of link(z') as for the trained families.
+    """
 
     observations: int = 200
     steps: int = 41
     seed: int = 20_200_207
     ranges: dict = field(default_factory=lambda: {"gaussian": [-10.0, 10.0], "lognormal": [-4.0, 4.0],
                                                   "exponential": [0.25, 6.0]})
+    unseen: dict = field(default_factory=lambda: {"beta": [0.5, 8.0], "weibull": [0.5, 8.0], "laplace": [0.5, 8.0]})
+    read_out_range: tuple[float, float] = (0.5, 5.0)
+    read_out_distributions: int = 10
+    read_out_steps: int = 300
 
     def __post_init__(self) -> None:
         require(self.observations >= 1 and self.steps >= 2, "evaluation", "observations ≥ 1 and steps ≥ 2 needed")
-        for name, span in self.ranges.items():
-            require(name in TRAINED_FAMILIES, f"evaluation.ranges.{name}", f"choose among {', '.join(TRAINED_FAMILIES)}")
-            require(isinstance(span, (list, tuple)) and len(span) == 2 and span[0] < span[1], f"evaluation.ranges.{name}",
+        unseen = [f for f in expfam.EXPFAM_FAMILIES if f not in TRAINED_FAMILIES]
+        for name in self.unseen:
+            require(name in unseen, f"evaluation.unseen.{name}", f"choose among {', '.join(unseen)}")
+        require(0 < self.read_out_range[0] < self.read_out_range[1], "evaluation.read_out_range", "need 0 < low < high")
+        require(self.read_out_distributions >= 1 and self.read_out_steps >= 1, "evaluation.read_out_steps", "must be ≥ 1")
+        for name, span in {**self.ranges, **self.unseen}.items():
+            where = "ranges" if name in self.ranges else "unseen"
+            require(name in TRAINED_FAMILIES or where == "unseen", f"evaluation.ranges.{name}",
+                    f"choose among {', '.join(TRAINED_FAMILIES)}")
+            require(isinstance(span, (list, tuple)) and len(span) == 2 and span[0] < span[1], f"evaluation.{where}.{name}",
                     f"expected [low, high] with low < high, got {span!r}")
             if expfam.EXPFAM_FAMILIES[name].link == "softplus":
-                require(span[0] > 0, f"evaluation.ranges.{name}", "a positive parameter's sweep must start above 0")
+                require(span[0] > 0, f"evaluation.{where}.{name}", "a positive parameter's sweep must start above 0")
 
 
 def _default_train() -> TrainConfig:
@@ -198,37 +218,77 @@ def load_run(run_dir: Path) -> tuple[ExpFamConfig, torch.nn.Module]:
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
 
 
-def estimate(model: torch.nn.Module, family: str, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """``(M, 2)``: the mean of θ = link(z) under the model's q(z | D, x) (Gauss–Hermite per coordinate)."""
+def estimate(model: torch.nn.Module, family: str, x: torch.Tensor, context: torch.Tensor | None,
+             read_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``(M, 2)``: the mean of θ = link(z) under the model's q(z | D, x) (Gauss–Hermite per coordinate),
+    through the affine ``read_out`` (a, b) for a family the model was not trained on."""
     with torch.no_grad():
         q = model.posterior(x, context)
         loc, scale = q.base_dist.loc.double(), q.base_dist.scale.double()  # (M, 2)
+        if read_out is not None:
+            a, b = (v.double() for v in read_out)
+            loc, scale = a * loc + b, a.abs() * scale
     nodes = torch.as_tensor(_NODES, dtype=torch.float64)
     weights = torch.as_tensor(_WEIGHTS / _WEIGHTS.sum(), dtype=torch.float64)
     return (expfam.link(family, loc[..., None] + scale[..., None] * nodes) * weights).sum(-1)
 
 
 def _sweep(family: str, config: ExpFamConfig) -> np.ndarray:
-    low, high = config.evaluation.ranges[family]
+    low, high = {**config.evaluation.ranges, **config.evaluation.unseen}[family]
     return np.linspace(low, high, config.evaluation.steps)
+
+
+def _with_contexts(family: str, theta: float, observations: int, config: ExpFamConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``observations`` fresh observations at θ and, for each, a context of other observations at θ."""
+    d = config.data
+    x = expfam.sample(family, [theta], observations, d.points, seed)[0]  # (M, P, 2)
+    pool = expfam.sample(family, [theta], max(observations, d.context_size), d.points, seed + 500_000)[0]
+    pick = torch.rand(observations, pool.shape[0], generator=torch.Generator().manual_seed(seed)).argsort(1)[:, : d.context_size]
+    return x, pool[pick]  # (M, N, P, 2): each x's own context, never x itself
+
+
+def fit_read_out(model: torch.nn.Module, family: str, config: ExpFamConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)``, ``(2,)`` each: the affine map z' = a ⊙ z + b under which the frozen encoder's
+    q(z | D, x) best explains ``family``'s data by the ELBO with that family's likelihood as the
+    decoder (see :class:`ExpFamEvaluationConfig`). Unsupervised: no true θ is used."""
+    ev = config.evaluation
+    f_index = list(expfam.EXPFAM_FAMILIES).index(family)
+    data = [_with_contexts(family, float(t), 100, config, ev.seed + 7_000_000 + 1000 * f_index + i)
+            for i, t in enumerate(np.linspace(*ev.read_out_range, ev.read_out_distributions))]
+    x, context = torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data])
+    with torch.no_grad():
+        q = model.posterior(x, context if model.uses_context else None)
+        loc, scale = q.base_dist.loc.double(), q.base_dist.scale.double()
+    a = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([a, b], lr=0.05)
+    generator = torch.Generator().manual_seed(ev.seed)
+    for _ in range(ev.read_out_steps):
+        m, sd = a * loc + b, a.abs() * scale + 1e-6
+        z = m + sd * torch.randn(4, *loc.shape, dtype=torch.float64, generator=generator)  # (4, M, 2)
+        kl = 0.5 * (m * m + sd * sd - 1 - 2 * sd.log()).sum(-1)  # KL(N(m, sd²) ‖ N(0, I)) per observation
+        loss = -(expfam.log_likelihood(family, x.double(), z).mean(0) - kl).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return a.detach(), b.detach()
 
 
 def evaluate(models: Mapping[str, torch.nn.Module], config: ExpFamConfig) -> list[dict[str, Any]]:
     """Rows ``(experiment, estimator, family, theta, in_training_range, mse)`` over each family's sweep:
     every model in ``models`` (name → model) that was trained on the family, and the references
     ``exact_posterior`` (given x), ``mle_x`` and ``mle_x_and_context`` on the same data."""
-    ev, d = config.evaluation, config.data
+    ev = config.evaluation
     rows = []
     run_families = runs(config)
-    for f_index, family in enumerate(ev.ranges):
-        low, high = TRAINED_FAMILIES[family]
+    families = [*ev.ranges, *ev.unseen]
+    metavaes = [name for name in models if name.endswith("_metavae")]
+    read_outs = {(name, family): fit_read_out(models[name], family, config) for family in ev.unseen for name in metavaes}
+    for f_index, family in enumerate(families):
+        low, high = TRAINED_FAMILIES.get(family, (math.inf, -math.inf))  # an unseen family has no training range
         for t_index, theta in enumerate(_sweep(family, config)):
             seed = ev.seed + 1000 * f_index + t_index
-            x = expfam.sample(family, [theta], ev.observations, d.points, seed)[0]  # (M, P, 2)
-            pool = expfam.sample(family, [theta], max(ev.observations, d.context_size), d.points, seed + 500_000)[0]
-            g = torch.Generator().manual_seed(seed)
-            pick = torch.rand(ev.observations, pool.shape[0], generator=g).argsort(1)[:, : d.context_size]
-            context = pool[pick]  # (M, N, P, 2): each x's own context, never x itself
+            x, context = _with_contexts(family, float(theta), ev.observations, config, seed)
             base = {"family": family, "theta": float(theta), "in_training_range": bool(low <= theta <= high)}
             estimates = {
                 "exact_posterior": expfam.exact_posterior(family, x).mean,
@@ -236,8 +296,11 @@ def evaluate(models: Mapping[str, torch.nn.Module], config: ExpFamConfig) -> lis
                 "mle_x_and_context": expfam.mle(family, torch.cat([x[:, None], context], 1).flatten(1, 2)),
             }
             for name, model in models.items():
+                ctx = context if model.uses_context else None
                 if family in {f for f, _ in run_families[name]}:
-                    estimates[name] = estimate(model, family, x, context if model.uses_context else None)
+                    estimates[name] = estimate(model, family, x, ctx)
+                elif (name, family) in read_outs:
+                    estimates[name] = estimate(model, family, x, ctx, read_outs[(name, family)])
             for name, value in estimates.items():
                 rows.append({**base, "estimator": name, "mse": float(((value.double() - theta) ** 2).mean())})
     return rows
@@ -248,7 +311,8 @@ def write_sweep_csv(rows: list[dict[str, Any]], path: Path) -> None:
     in_training_range, mse."""
     lines = ["experiment,estimator,family,theta,in_training_range,mse"]
     for r in rows:
-        experiment = "many" if r["estimator"] == "many_metavae" else "single" if r["estimator"].startswith("single_") else "reference"
+        experiment = ("unseen" if r["family"] not in TRAINED_FAMILIES and r["estimator"].endswith("_metavae") else
+                      "many" if r["estimator"] == "many_metavae" else "single" if r["estimator"].startswith("single_") else "reference")
         lines.append(f"{experiment},{r['estimator']},{r['family']},{r['theta']:.6g},{int(r['in_training_range'])},{r['mse']:.6g}")
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -257,7 +321,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per family and model: the worst ratio to the exact posterior's MSE inside the training range,
     and how far out (in θ) the ratio stays ≤ 2 on each side."""
     out: dict[str, Any] = {}
-    for family in sorted({r["family"] for r in rows}):
+    for family in sorted({r["family"] for r in rows} - set(TRAINED_FAMILIES)):  # unseen: the MSE near θ = 5
+        here = [r for r in rows if r["family"] == family]
+        theta = min({r["theta"] for r in here}, key=lambda t: abs(t - 5.0))
+        out[family] = {r["estimator"]: {"theta": theta, "mse": r["mse"]} for r in here if r["theta"] == theta}
+    for family in sorted({r["family"] for r in rows} & set(TRAINED_FAMILIES)):
         here = [r for r in rows if r["family"] == family]
         exact = {r["theta"]: r["mse"] for r in here if r["estimator"] == "exact_posterior"}
         for name in sorted({r["estimator"] for r in here} - {"exact_posterior"}):
@@ -312,6 +380,10 @@ def report(config: ExpFamConfig, out: Path, progress: bool = True, overwrite: bo
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'family':>12}  {'estimator':>26}  {'max ratio in range':>18}  {'≤2× reaches (below, above)':>28}"]
     for family, models in summary["summary"].items():
+        if family not in TRAINED_FAMILIES:
+            lines.append(f"{family:>12}  (never trained on) MSE at θ ≈ 5: " + ", ".join(
+                f"{name} {s['mse']:.3g}" for name, s in models.items()))
+            continue
         for name, s in models.items():
             reach = s["first_theta_beyond_2x"]
             fmt = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
