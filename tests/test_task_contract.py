@@ -123,7 +123,32 @@ def _physics_case(tmp_path) -> Case:
     return Case(task, identify, batch_size=10, pool_size=12, labelled=False)
 
 
-TASKS = {"transformed_images": _image_case, "dataset_family": _family_case, "physics": _physics_case}
+#: exponential-family data (unbounded values, DatasetFamily(value_range=None)): (family, θ) per distribution
+EXPFAM = (("gaussian", -3.0), ("exponential", 1.5), ("lognormal", 0.5), ("gaussian", 4.0))
+
+
+def _expfam_case(tmp_path) -> Case:
+    from metavae.data import expfam
+
+    def draw(k: int, part: int) -> torch.Tensor:  # (n, 20, 2); the same call regenerates them for identify
+        family, theta = EXPFAM[k]
+        return expfam.sample(family, [theta], (60, 30)[part], 20, seed=100 * k + part)[0]
+
+    names = [f"{f}:{t:g}" for f, t in EXPFAM]
+    task = DatasetFamily([draw(k, 0) for k in range(4)], [draw(k, 1) for k in range(4)], held_out=[2], names=names,
+                         context_size=4, validation_fraction=0.2, seed=1, value_range=None)
+    table = {draw(k, part)[i].numpy().tobytes(): (names[k], part == 1, i)
+             for k in range(4) for part in (0, 1) for i in range((60, 30)[part])}
+
+    def identify(x):
+        found = [table[row.numpy().tobytes()] for row in x.detach().reshape(-1, 20, 2)]
+        return Identity(np.array([f[0] for f in found]), np.array([f[1] for f in found]), np.array([f[2] for f in found]))
+
+    return Case(task, identify, batch_size=8, pool_size=12, labelled=False)
+
+
+TASKS = {"transformed_images": _image_case, "dataset_family": _family_case, "physics": _physics_case,
+         "expfam_dataset_family": _expfam_case}
 
 
 @pytest.fixture(params=list(TASKS))
