@@ -33,10 +33,11 @@ def test_a_family_decoder_has_no_parameters_and_is_each_querys_family_likelihood
         FamilyDecoder(["normal"])
 
 
+@pytest.mark.parametrize("linear_path", [False, True])
 @pytest.mark.parametrize("kind", ["metavae", "vae"])
-def test_the_models_decode_with_no_parameters_and_satisfy_the_seam(kind):
+def test_the_models_decode_with_no_parameters_and_satisfy_the_seam(kind, linear_path):
     torch.manual_seed(0)
-    model = sufficient_statistic_model(kind, ["gaussian", "lognormal", "exponential"])
+    model = sufficient_statistic_model(kind, ["gaussian", "lognormal", "exponential"], linear_path=linear_path)
     assert sum(p.numel() for p in model.decoder.parameters()) == 0  # the decoder has none
     assert model.num_decoders == 3 and model.event_shape == (20, 2)
     x = torch.cat([expfam.sample(f, [t], 4, 20, i)[0] for i, (f, t) in enumerate((("gaussian", 0.5), ("lognormal", 0.2),
@@ -72,3 +73,21 @@ def test_a_short_run_learns_the_gaussian_mean_from_the_data():
     context = expfam.sample("gaussian", [1.0], 50, 20, seed=98)[0][torch.randint(0, 50, (50, 5))]
     error = (model.representation(x, context) - 1.0).abs().mean()
     assert float(error) < 0.1, float(error)
+
+
+def test_the_linear_path_continues_linearly_beyond_the_data():
+    """The extrapolating encoder carries each observation's mean point straight to a linear output: with
+    the MLP's output and the linear path's weights on the learnt features set to zero, shifting every
+    point by δ moves the posterior mean by exactly W·δ, however far (here ±40, far beyond any data)."""
+    torch.manual_seed(0)
+    model = sufficient_statistic_model("vae", ["gaussian"], hidden_dim=16, linear_path=True)
+    with torch.no_grad():
+        model.inference_net.mlp[-1].weight.zero_()
+        model.inference_net.mlp[-1].bias.zero_()
+        model.inference_net.linear.weight[:, 2:] = 0.0  # only the mean point (the first two features) remains
+    means = torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0])
+    x = means[:, None, None] + expfam.sample("gaussian", [0.0], 1, 20, 0)[0]  # the same points, shifted
+    loc = model.representation(x, None)  # (5, 2)
+    w = model.inference_net.linear.weight[:2, :2]  # loc rows of the linear map, on the mean point
+    expected = loc[2] + (means[:, None] * w.sum(1)[None, :])  # a shift δ on both coordinates: W·(δ, δ)
+    assert torch.allclose(loc, expected, atol=1e-4)

@@ -124,15 +124,17 @@ def _default_train() -> TrainConfig:
 @dataclass(frozen=True)
 class ExpFamConfig(RunOfExperiment):
     """The whole experiment; each run records it with ``run`` set. ``experiments``: ``single``
-    and/or ``many``; ``hidden_dim``/``summary_dim``: the encoders' sizes."""
+    and/or ``many``; ``hidden_dim``/``summary_dim``: the encoders' sizes; ``linear_path``: the
+    encoder meant to extrapolate (see :func:`~metavae.models.family_decoder.sufficient_statistic_model`)."""
 
     RUN_FIELD: ClassVar[str] = "run"
-    TRAINING_KEYS: ClassVar[tuple[str, ...]] = ("data", "hidden_dim", "summary_dim", "train")
+    TRAINING_KEYS: ClassVar[tuple[str, ...]] = ("data", "hidden_dim", "summary_dim", "linear_path", "train")
 
     name: str = "expfam"
     data: ExpFamDataConfig = field(default_factory=ExpFamDataConfig)
     hidden_dim: int = 64
     summary_dim: int = 64
+    linear_path: bool = False
     train: TrainConfig = field(default_factory=_default_train)
     evaluation: ExpFamEvaluationConfig = field(default_factory=ExpFamEvaluationConfig)
     experiments: tuple[str, ...] = ("single", "many")
@@ -193,7 +195,7 @@ def build_model(config: ExpFamConfig, run: str) -> torch.nn.Module:
     torch.manual_seed(config.train.seed)
     kind = "vae" if run.endswith("_vae") else "metavae"
     return sufficient_statistic_model(kind, [f for f, _ in runs(config)[run]], config.hidden_dim, config.summary_dim,
-                                      config.data.points)
+                                      config.data.points, config.linear_path)
 
 
 def train(config: ExpFamConfig, run: str, run_dir: Path, resume: bool = False, progress: bool = True,

@@ -50,8 +50,30 @@ class FamilyDecoder(nn.Module):
         return out
 
 
+class _WithPoint(nn.Module):
+    """A point's features with the point itself: ``(…, 2) → (…, 2 + out)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, self.net(x)], dim=-1)
+
+
+class _LinearPlusMLP(nn.Module):
+    """``Linear(v) + MLP(v)``: beyond the data it was trained on, the output follows the linear path."""
+
+    def __init__(self, linear: nn.Linear, mlp: nn.Module) -> None:
+        super().__init__()
+        self.linear, self.mlp = linear, mlp
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.linear(v) + self.mlp(v)
+
+
 def sufficient_statistic_model(kind: str, families: Sequence[str], hidden_dim: int = 64, summary_dim: int = 64,
-                               points: int = 20) -> nn.Module:
+                               points: int = 20, linear_path: bool = False) -> nn.Module:
     """The models of the sufficient-statistics experiment, with parameter-free decoders.
 
     ``kind="metavae"``: q(z | D, x) from the paper's two-level set encoder — each observation (a set
@@ -60,22 +82,33 @@ def sufficient_statistic_model(kind: str, families: Sequence[str], hidden_dim: i
     of a further MLP of those; ``kind="vae"``: q(z | x) from the observation's own features only
     (the paper's baseline, trained on a single distribution). Either way p(x | z) is
     :class:`FamilyDecoder` over ``families`` (one entry per decoder) and z is 2-D.
+
+    ``linear_path``: an encoder meant to extrapolate — each point's features include the point itself
+    (so an observation's summary contains the mean of its points, the Gaussian's and the
+    exponential's sufficient statistic) and the inference network is ``Linear + MLP``, so that
+    beyond the training range its output continues linearly instead of saturating.
     """
     from metavae.models.metavae import MetaVAE
     from metavae.models.vae import VAE
     from metavae.nn import MLP, SetEncoder
     from metavae.nn.mlp import make_activation
 
-    def observation_encoder() -> SetEncoder:  # (B, P, 2) → (B, hidden): the mean of per-point features
-        return SetEncoder(MLP((2, hidden_dim, hidden_dim), activation="elu"))
+    width = hidden_dim + (2 if linear_path else 0)  # an observation's features
+
+    def observation_encoder() -> SetEncoder:  # (B, P, 2) → (B, width): the mean of per-point features
+        per_point = MLP((2, hidden_dim, hidden_dim), activation="elu")
+        return SetEncoder(_WithPoint(per_point) if linear_path else per_point)
+
+    def inference_net(inputs: int) -> nn.Module:  # → (loc, log-variance) of the 2-D z
+        mlp = MLP((inputs, hidden_dim, hidden_dim, 4), activation="elu")
+        return _LinearPlusMLP(nn.Linear(inputs, 4), mlp) if linear_path else mlp
 
     decoder = FamilyDecoder(families)
     event = (points, 2)
     if kind == "vae":
-        return VAE(MLP((hidden_dim, hidden_dim, hidden_dim, 4), activation="elu"), decoder, event, observation_encoder())
+        return VAE(inference_net(width), decoder, event, observation_encoder())
     if kind != "metavae":
         raise ValueError(f"kind: expected 'metavae' or 'vae', got {kind!r}")
     summary = SetEncoder(nn.Sequential(observation_encoder(), make_activation("elu"),
-                                       MLP((hidden_dim, hidden_dim, summary_dim), activation="elu")))
-    return MetaVAE(summary, MLP((hidden_dim + summary_dim, hidden_dim, hidden_dim, 4), activation="elu"), decoder, event,
-                   observation_encoder())
+                                       MLP((width, hidden_dim, summary_dim), activation="elu")))
+    return MetaVAE(summary, inference_net(width + summary_dim), decoder, event, observation_encoder())
