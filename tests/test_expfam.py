@@ -151,3 +151,11 @@ def test_the_gaussian_posterior_is_the_conjugate_one_and_covers_at_its_level():
     truth = torch.as_tensor(rng_theta)[:, None]
     coverage = float(((truth >= lo) & (truth <= hi)).double().mean())
     assert abs(coverage - 0.9) < 4 * math.sqrt(0.09 / 6000)
+
+
+def test_beta_samples_stay_inside_the_open_interval_where_the_references_are_finite():
+    x = expfam.sample("beta", [0.3], 2000, 20, seed=0)  # α = 0.3 puts much mass within 1e-8 of 0 and 1
+    assert float(x.min()) > 0 and float(x.max()) < 1
+    assert bool(torch.isfinite(expfam.mle("beta", x[0])).all())
+    post = expfam.exact_posterior("beta", x[0, :50])
+    assert bool(torch.isfinite(post.mean).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,11 +68,18 @@ def test_evaluation_rows_against_an_independent_computation():
     estimators = {r["estimator"] for r in rows}
     assert estimators == {"exact_posterior", "mle_x", "mle_x_and_context", "single_lognormal_vae"}
     assert {r["family"] for r in rows if r["estimator"] == "single_lognormal_vae"} == {"lognormal"}  # only its family
+    assert all(np.isfinite(r["mse"]) for r in rows)
+    ev = config.evaluation
     row = next(r for r in rows if r["estimator"] == "mle_x" and r["family"] == "gaussian" and r["theta"] == 0.0)
-    x = families.sample("gaussian", [0.0], 8, 20, config.evaluation.seed + 1)[0].double()  # the sweep's middle point
+    x = families.sample("gaussian", [0.0], 8, 20, expfam.seed_of(ev.seed, 0, 1, 0))[0].double()  # the sweep's middle point
     assert row["mse"] == pytest.approx(float((x.mean(1) ** 2).mean()), rel=1e-9)
+    pooled = next(r for r in rows if r["estimator"] == "mle_x_and_context" and r["family"] == "gaussian" and r["theta"] == 0.0)
+    assert pooled["mse"] < row["mse"]  # four times the points (x and 3 context observations)
+    exact = next(r for r in rows if r["estimator"] == "exact_posterior" and r["family"] == "gaussian" and r["theta"] == 0.0)
+    shrink = (20 / 0.1) / (1 + 20 / 0.1)  # the conjugate posterior mean is the sample mean shrunk toward the prior's 0
+    assert exact["mse"] == pytest.approx(float(((shrink * x.mean(1)) ** 2).mean()), rel=1e-9)
     lognormal = next(r for r in rows if r["estimator"] == "single_lognormal_vae" and r["theta"] == 0.0)
-    x = families.sample("lognormal", [0.0], 8, 20, config.evaluation.seed + 1000 + 1)[0]
+    x = families.sample("lognormal", [0.0], 8, 20, expfam.seed_of(ev.seed, 1, 1, 0))[0]
     with torch.no_grad():
         loc = model.posterior(x, None).mean.double()  # identity link: the mean of θ is the mean of z
     assert lognormal["mse"] == pytest.approx(float((loc**2).mean()), rel=1e-6)
@@ -130,3 +138,16 @@ def test_the_read_out_for_an_unseen_family_undoes_an_affine_distortion_of_the_ex
     a, b = expfam.fit_read_out(_Stub(), "gaussian", config)
     assert torch.allclose(a, torch.full((2,), 2.0, dtype=torch.float64), atol=0.05), a
     assert torch.allclose(b, torch.full((2,), -0.6, dtype=torch.float64), atol=0.05), b
+
+
+def test_each_distributions_data_are_the_same_in_every_run_that_trains_on_it():
+    """Keyed by (family, θ): the MetaVAE over 90 sees the single-family runs' very data; families differ."""
+    config = expfam.load_expfam_config(None, TINY)
+    many, single = expfam.build_task(config, "many_metavae"), expfam.build_task(config, "single_lognormal_metavae")
+    name = single.distribution_names()[1]
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(many.distribution_batch(name, "train", None, 20, g).x, single.distribution_batch(name, "train", None, 20, g).x)
+    gaussian = expfam.build_task(config, "single_gaussian_metavae")
+    first = gaussian.distribution_batch(gaussian.distribution_names()[0], "train", None, 20, g).x
+    other = single.distribution_batch(single.distribution_names()[0], "train", None, 20, g).x
+    assert not np.allclose(np.log(other.numpy()), first.numpy() - first.numpy().mean() + np.log(other.numpy()).mean())

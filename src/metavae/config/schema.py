@@ -301,7 +301,8 @@ class RunOfExperiment:
     the run's name in each run's ``config.yaml`` and checkpoints). Subclasses set :attr:`RUN_FIELD`
     and :attr:`TRAINING_KEYS` (the sections that determine a run's training) and implement
     ``for_run(name)``. ``from_dict`` validates over the experiment's own defaults, one section deep,
-    so ``train: {lr: 1e-3}`` keeps the experiment's other train settings, not :class:`TrainConfig`'s.
+    so ``train: {lr: 1e-3}`` keeps the experiment's other train settings, not :class:`TrainConfig`'s
+    (mappings are merged at every depth: ``evaluation.ranges.gaussian`` keeps the other ranges).
     """
 
     RUN_FIELD: ClassVar[str] = "run"
@@ -329,7 +330,13 @@ class RunOfExperiment:
         run = raw.pop(cls.RUN_FIELD, "")
         merged = to_dict(cls())
         merged.pop(cls.RUN_FIELD, None)
-        for key, value in raw.items():
-            merged[key] = {**merged[key], **value} if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
-        config = from_dict(cls, merged)
+        config = from_dict(cls, _merge(merged, raw))
         return config.for_run(run) if run else config
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` laid over it, mappings merged at every depth."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out

@@ -22,8 +22,12 @@ laplace        scale b                     softplus  location 0
 :func:`log_likelihood` is log p(x | z) — a decoder without parameters; :func:`mle` the
 maximum-likelihood θ of each coordinate from any set of points (closed form, or a monotone root
 found by bisection for Beta and Weibull); :func:`exact_posterior` the exact posterior of θ_d under
-the prior z_d ~ N(0, 1) (closed form for the Gaussian, an adaptive grid otherwise), whose mean is
-the optimum of the amortized training objective.
+the prior z_d ~ N(0, 1) (closed form for the Gaussian, an adaptive grid otherwise), the target of
+the amortized training objective (reached exactly by a Gaussian q(z) where the posterior is
+Gaussian: the Gaussian and log-normal families).
+
+Samples are float32; a Beta draw that float32 would round to 0 or 1 is kept inside the open
+interval (its log-density and the MLE's log(1 − x) stay finite).
 """
 
 from __future__ import annotations
@@ -107,7 +111,10 @@ def sample(family: str, theta: Sequence[float], observations: int, points: int, 
     rng = np.random.default_rng(seed)
     fam = _family(family)
     out = np.stack([fam.scipy_distribution(float(t)).rvs(size=(observations, points, 2), random_state=rng) for t in theta])
-    return torch.as_tensor(out, dtype=torch.float32)
+    x = torch.as_tensor(out, dtype=torch.float32)
+    if family == "beta":  # float32 rounds draws within 6e-8 of 0 or 1 onto the boundary, where log x or log(1 − x) is −inf
+        x = x.clamp(torch.finfo(torch.float32).tiny, 1 - torch.finfo(torch.float32).eps / 2)
+    return x
 
 
 def _bisect(decreasing: Callable[[Tensor], Tensor], shape: torch.Size, low: float = -12.0, high: float = 12.0,
