@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metavae.data import expfam as families
+from metavae.config.loading import parse_overrides
 from metavae.errors import ConfigError
 from metavae.experiments import expfam
 from metavae.models.family_decoder import sufficient_statistic_model
@@ -47,6 +48,11 @@ def test_the_config_defaults_merging_and_errors():
         expfam.load_expfam_config(None, [("evaluation.ranges", {"exponential": [-1.0, 2.0]})])
     with pytest.raises(ConfigError, match="unknown config key 'run'"):
         expfam.load_expfam_config(None, [("run", "many_metavae")])
+    dropped = expfam.load_expfam_config(None, parse_overrides(["evaluation.unseen.beta=null", "evaluation.ranges.lognormal=null"]))
+    assert sorted(dropped.evaluation.unseen) == ["laplace", "weibull"]
+    assert sorted(dropped.evaluation.ranges) == ["exponential", "gaussian"]
+    with pytest.raises(ConfigError, match="evaluation.unseen"):
+        expfam.load_expfam_config(None, [("evaluation.unseen", [1, 2])])
 
 
 def test_a_task_holds_the_runs_distributions():

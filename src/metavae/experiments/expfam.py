@@ -90,6 +90,9 @@ class ExpFamEvaluationConfig:
     maximising that decoder's ELBO on ``read_out_distributions`` distributions of the family (θ
     evenly over ``read_out_range``, 100 observations each; no θ is shown to it), ``read_out_steps``
     Adam steps. θ is then the mean of link(z') as for the trained families.
+
+    A family set to null is left out of the sweep (``--set evaluation.unseen.beta=null``): mappings
+    merge with the defaults, so leaving a key out keeps it.
     """
 
     observations: int = 200
@@ -103,6 +106,9 @@ class ExpFamEvaluationConfig:
     read_out_steps: int = 300
 
     def __post_init__(self) -> None:
+        for key in ("ranges", "unseen"):
+            require(isinstance(getattr(self, key), dict), f"evaluation.{key}", "expected a mapping of family: [low, high]")
+            object.__setattr__(self, key, {k: v for k, v in getattr(self, key).items() if v is not None})
         require(self.observations >= 1 and self.steps >= 2, "evaluation", "observations ≥ 1 and steps ≥ 2 needed")
         unseen = [f for f in expfam.EXPFAM_FAMILIES if f not in TRAINED_FAMILIES]
         for name in self.unseen:
