@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from metavae.data import expfam as families
 from metavae.config.loading import parse_overrides
+from metavae.data import expfam as families
 from metavae.errors import ConfigError
 from metavae.experiments import expfam
 from metavae.models.family_decoder import sufficient_statistic_model

@@ -17,16 +17,26 @@ D = 3
 
 TINY_SIZES = {"hidden_dim": 16, "summary_dim": 8, "summary_hidden": [12], "z_dim": 3, "c_dim": 5,
               "num_pseudo_sets": 3, "pseudo_set_size": 2, "decoders": "per_distribution"}
+TINY_CONV = {"backbone": "conv", "conv_channels": [3, 4], "conv_layers_per_stage": 2}  # 6×6 → 3×3 → 2×2
+
+#: every registered model with the MLP backbone, and with the conv backbone as ``<name>:conv``
+CASES = [*sorted(MODELS), *(f"{name}:conv" for name in sorted(MODELS))]
 
 
-def _tiny_config(name):
+def _tiny_config(case):
+    name, _, backbone = case.partition(":")
     valid = {f.name for f in dataclasses.fields(MODELS[name].config_class)}
-    return load_config(None, [("model.name", name)] + [(f"model.{k}", v) for k, v in TINY_SIZES.items() if k in valid]).model
+    sizes = {**TINY_SIZES, **(TINY_CONV if backbone == "conv" else {})}
+    return load_config(None, [("model.name", name)] + [(f"model.{k}", v) for k, v in sizes.items() if k in valid]).model
 
 
-def _model(name, seed=0):
+def _model(case, seed=0):
     torch.manual_seed(seed)
-    return MODELS[name].from_config(_tiny_config(name), EVENT, D)
+    return MODELS[case.partition(":")[0]].from_config(_tiny_config(case), EVENT, D)
+
+
+def _last_linear(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
 def _data(b=5, n=4):
@@ -36,7 +46,7 @@ def _data(b=5, n=4):
     return x, context, index
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_log_weights_shape_finite_and_gradients_reach_every_parameter(name):
     model = _model(name)
     x, context, index = _data()
@@ -48,7 +58,7 @@ def test_log_weights_shape_finite_and_gradients_reach_every_parameter(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {pname}"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 @torch.no_grad()
 def test_representation_is_deterministic_posterior_mean(name):
     """``representation`` is the mean of the z that ``log_weights`` samples (captured where it enters
@@ -68,7 +78,7 @@ def test_representation_is_deterministic_posterior_mean(name):
     model = _model(name).double().eval()
     x, context, index = _data()
     x, context = x.double(), context.double()
-    z_head = model.encoder_z[-1] if hasattr(model, "encoder_z") else model.inference_net[-1]  # Linear → (loc, log σ²) of z
+    z_head = _last_linear(model.encoder_z if hasattr(model, "encoder_z") else model.inference_net)  # → (loc, log σ²) of z
     z_dim = z_head.out_features // 2
     z_head.weight[z_dim:] = 0.0
     z_head.bias[z_dim:] = -16.0
@@ -92,7 +102,7 @@ def test_representation_is_deterministic_posterior_mean(name):
     torch.testing.assert_close(model.representation(x, context), code, rtol=0, atol=0)  # deterministic
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_variable_context_size_and_permutation_invariance(name):
     model = _model(name).eval()
     x, context, index = _data(n=6)
@@ -108,7 +118,7 @@ def test_variable_context_size_and_permutation_invariance(name):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_shared_pool_context_gives_same_result_as_dense(name):
     model = _model(name).eval()
     x, context, index = _data(n=4)
@@ -116,7 +126,7 @@ def test_shared_pool_context_gives_same_result_as_dense(name):
     torch.testing.assert_close(model.representation(x, context), model.representation(x, pooled))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_example_result_independent_of_batch_it_sits_in(name):
     model = _model(name).eval()
     x, context, index = _data(b=6)
@@ -124,7 +134,7 @@ def test_example_result_independent_of_batch_it_sits_in(name):
     torch.testing.assert_close(full[2:3], model.representation(x[2:3], context[2:3]))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_save_load_round_trip(name):
     model = _model(name).eval()
     x, context, index = _data()
@@ -140,7 +150,7 @@ def test_save_load_round_trip(name):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_log_likelihood_with_one_sample_equals_the_elbo_sample(name):
     model = _model(name).eval()
     x, context, index = _data()

@@ -23,6 +23,7 @@ from metavae.config.loading import require_positive
 from metavae.models.distributions import DiagonalNormalMixture
 from metavae.models.homoencoder import VariationalHomoencoder
 from metavae.models.neural_statistician import NeuralStatisticianConfig
+from metavae.nn.conv import batch_norm_statistics_frozen
 
 __all__ = ["HomoencoderVampPrior", "HomoencoderVampPriorConfig"]
 
@@ -56,6 +57,11 @@ class HomoencoderVampPrior(VariationalHomoencoder):
         return torch.sigmoid(self.pseudo_logits)
 
     def prior_c(self, like: Tensor) -> Distribution:
-        """p(c) = (1/M) Σ_m q(c | U_m), a ``MixtureSameFamily`` of diagonal Gaussians, batch shape ``()``."""
-        components = self.posterior_c(self.pseudo_sets()).base_dist  # loc, scale: (M, c_dim)
+        """p(c) = (1/M) Σ_m q(c | U_m), a ``MixtureSameFamily`` of diagonal Gaussians, batch shape ``()``.
+
+        The pseudo-sets pass batch normalisation (conv backbone) with its running statistics, in
+        training too, so the prior is a function of the parameters alone and the images' running
+        statistics never see a pseudo-image."""
+        with batch_norm_statistics_frozen(self.statistic):  # pseudo-sets are not data: no batch statistics
+            components = self.posterior_c(self.pseudo_sets()).base_dist  # loc, scale: (M, c_dim)
         return DiagonalNormalMixture(torch.zeros(components.loc.shape[0], device=like.device), components.loc, components.scale)

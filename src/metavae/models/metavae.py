@@ -14,7 +14,6 @@ posterior mean given a context set from them; decoders are not needed then.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,19 +23,22 @@ from torch.distributions import Independent
 
 from metavae.config.loading import require_positive
 from metavae.data.context import Context
+from metavae.models.backbones import Backbone, BackboneConfig
 from metavae.models.base import diagonal_gaussian
 from metavae.models.vae import VAE
-from metavae.nn import MLP, GroupedMLP, SetEncoder
+from metavae.nn import SetEncoder
 
 __all__ = ["MetaVAE", "MetaVAEConfig"]
 
 
 @dataclass(frozen=True)
-class MetaVAEConfig:
+class MetaVAEConfig(BackboneConfig):
     """MetaVAE sizes; defaults are the paper's MNIST model.
 
     summary MLP ``784 → 784 → 400 → 400`` (LeakyReLU 0.2, mean over the set);
     inference net ``(784+400) → 400 → 400 → 2·40`` (ReLU); decoders ``40 → 400 → 400 → 784``.
+    With ``backbone: conv`` the 784 inputs become the shared conv encoder's features and the
+    decoders transposed convolutions (:mod:`metavae.models.backbones`).
     """
 
     z_dim: int = 40
@@ -46,6 +48,7 @@ class MetaVAEConfig:
     pooling: Literal["mean", "max", "sum"] = "mean"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_positive(self, "model", "z_dim", "hidden_dim", "summary_dim", "summary_hidden")
 
 
@@ -75,14 +78,12 @@ class MetaVAE(VAE):
 
     @classmethod
     def from_config(cls, config: MetaVAEConfig, event_shape: tuple[int, ...], num_distributions: int) -> "MetaVAE":
-        x_dim = math.prod(event_shape)
-        summary = SetEncoder(
-            MLP((x_dim, *config.summary_hidden, config.summary_dim), activation="leaky_relu", flatten_from=1),
-            pooling=config.pooling,
-        )
-        inference_net = MLP((x_dim + config.summary_dim, config.hidden_dim, config.hidden_dim, 2 * config.z_dim))
-        decoder = GroupedMLP(num_distributions, (config.z_dim, config.hidden_dim, config.hidden_dim, x_dim))
-        return cls(summary, inference_net, decoder, event_shape)
+        parts = Backbone(config, event_shape)
+        summary = SetEncoder(parts.element_net((*config.summary_hidden, config.summary_dim)), pooling=config.pooling)
+        inference_net = parts.head((parts.x_features + config.summary_dim, config.hidden_dim, config.hidden_dim,
+                                    2 * config.z_dim))
+        decoder = parts.decoder(num_distributions, (config.z_dim, config.hidden_dim, config.hidden_dim))
+        return cls(summary, inference_net, decoder, event_shape, x_encoder=parts.x_encoder)
 
     def posterior(self, x: Tensor, context: Tensor | Context | None) -> Independent:
         """q(z | D, x): ``Independent(Normal(loc, scale), 1)`` with batch shape ``(B,)``.

@@ -19,7 +19,6 @@ Representation (probe): the mean of q(z | x, c) at c = the mean of q(c | S) — 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -29,6 +28,7 @@ from torch.distributions import Distribution, Independent
 
 from metavae.config.loading import require_positive
 from metavae.data.context import Context, as_context
+from metavae.models.backbones import Backbone, BackboneConfig
 from metavae.models.base import (
     ELBOTerms,
     LatentTerm,
@@ -45,10 +45,11 @@ __all__ = ["NeuralStatistician", "NeuralStatisticianConfig"]
 
 
 @dataclass(frozen=True)
-class NeuralStatisticianConfig:
+class NeuralStatisticianConfig(BackboneConfig):
     """Sizes as the paper's baselines: statistic net ``784 → 784 → 400 → 400`` (mean over the set)
     → ``2·c_dim``; p(z|c): ``c → 400 → 2·z``; q(z|x,c): ``(784+c) → 400 → 400 → 2·z``;
-    p(x|z,c): ``(z+c) → 400 → 400 → 784``."""
+    p(x|z,c): ``(z+c) → 400 → 400 → 784``. With ``backbone: conv`` the 784 inputs are the shared
+    conv encoder's features and p(x|z,c) a transposed-conv decoder (:mod:`metavae.models.backbones`)."""
 
     z_dim: int = 40
     c_dim: int = 300
@@ -58,6 +59,7 @@ class NeuralStatisticianConfig:
     pooling: Literal["mean", "max", "sum"] = "mean"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_positive(self, "model", "z_dim", "c_dim", "hidden_dim", "summary_dim", "summary_hidden")
 
 
@@ -93,12 +95,12 @@ class NeuralStatistician(LatentVariableModel):
 
     @classmethod
     def from_config(cls, config: NeuralStatisticianConfig, event_shape: tuple[int, ...], num_distributions: int):  # type: ignore[override]
-        x_dim, h, c, z = math.prod(event_shape), config.hidden_dim, config.c_dim, config.z_dim
-        statistic = SetEncoder(MLP((x_dim, *config.summary_hidden, config.summary_dim), activation="leaky_relu",
-                                   flatten_from=1), pooling=config.pooling)
+        h, c, z = config.hidden_dim, config.c_dim, config.z_dim
+        parts = Backbone(config, event_shape)
+        statistic = SetEncoder(parts.element_net((*config.summary_hidden, config.summary_dim)), pooling=config.pooling)
         c_head = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(config.summary_dim, 2 * c))
-        model = cls(statistic, c_head, MLP((c, h, 2 * z)), MLP((x_dim + c, h, h, 2 * z)),
-                    MLP((z + c, h, h, x_dim)), c, z, event_shape)
+        model = cls(statistic, c_head, MLP((c, h, 2 * z)), parts.head((parts.x_features + c, h, h, 2 * z)),
+                    parts.shared_decoder((z + c, h, h)), c, z, event_shape, x_encoder=parts.x_encoder)
         model._init_extra(config)
         return model
 

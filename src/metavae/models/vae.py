@@ -9,7 +9,6 @@ without the summary network.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +18,7 @@ from torch.distributions import Independent
 
 from metavae.config.loading import require_positive
 from metavae.data.context import Context
+from metavae.models.backbones import Backbone, BackboneConfig
 from metavae.models.base import (
     ELBOTerms,
     LatentTerm,
@@ -28,20 +28,21 @@ from metavae.models.base import (
     reparameterized_sample,
     standard_normal,
 )
-from metavae.nn import MLP, GroupedMLP
 
 __all__ = ["VAE", "VAEConfig"]
 
 
 @dataclass(frozen=True)
-class VAEConfig:
-    """Encoder ``784 → 400 → 400 → 2·40``, decoder(s) ``40 → 400 → 400 → 784`` (ReLU)."""
+class VAEConfig(BackboneConfig):
+    """Encoder ``784 → 400 → 400 → 2·40``, decoder(s) ``40 → 400 → 400 → 784`` (ReLU); with
+    ``backbone: conv`` the conv encoder's features and transposed-conv decoders."""
 
     z_dim: int = 40
     hidden_dim: int = 400
     decoders: Literal["shared", "per_distribution"] = "shared"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_positive(self, "model", "z_dim", "hidden_dim")
 
 
@@ -79,12 +80,13 @@ class VAE(LatentVariableModel):
 
     @classmethod
     def from_config(cls, config: VAEConfig, event_shape: tuple[int, ...], num_distributions: int) -> "VAE":
-        x_dim = math.prod(event_shape)
+        parts = Backbone(config, event_shape)
         groups = num_distributions if config.decoders == "per_distribution" else 1
         return cls(
-            MLP((x_dim, config.hidden_dim, config.hidden_dim, 2 * config.z_dim)),
-            GroupedMLP(groups, (config.z_dim, config.hidden_dim, config.hidden_dim, x_dim)),
+            parts.head((parts.x_features, config.hidden_dim, config.hidden_dim, 2 * config.z_dim)),
+            parts.decoder(groups, (config.z_dim, config.hidden_dim, config.hidden_dim)),
             event_shape,
+            x_encoder=parts.x_encoder,
         )
 
     @property
