@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=1000, help="simulations per test plane")
     parser.add_argument("--full", action="store_true", help="also time the whole `metavae physics` run (default config)")
     parser.add_argument("--out", default=None, help="with --full: its output directory (default: a temporary one)")
+    parser.add_argument("--device", default="auto", help="with --full: train.device, used by training and the evaluation "
+                        "of the networks (the simulator and the exact posterior timed above run on the CPU)")
     args = parser.parse_args()
     planes = torch.tensor(TEST_PLANES, dtype=torch.float64)
     sim = InclinedPlane()
@@ -46,11 +48,11 @@ def main() -> None:
     print(f"exact posterior of all {n:,} observations in {posterior_s:.2f} s")
     print("Bayes-optimal MSE: " + ", ".join(f"{k} {v:.5f}" for k, v in floor.items()))
     if args.full:
-        result["full_run"] = full_run(args.out)
+        result["full_run"] = full_run(args.out, args.device)
     print(json.dumps(result))
 
 
-def full_run(out: str | None) -> dict:
+def full_run(out: str | None, device: str = "auto") -> dict:
     """Wall time of ``metavae physics`` at the default configuration, and its targets' summary."""
     import tempfile
     from pathlib import Path
@@ -62,7 +64,7 @@ def full_run(out: str | None) -> dict:
         if target.exists() and any(target.iterdir()):
             raise SystemExit(f"{target} is not empty: the full run must start from nothing to be timed")
         start = time.perf_counter()
-        summary = physics.report(physics.PhysicsConfig(), target, progress=False)
+        summary = physics.report(physics.load_physics_config(None, [("train.device", device)]), target, progress=False)
         seconds = time.perf_counter() - start
     print(physics.format_summary(summary))
     print(f"whole `metavae physics` run (default config, {torch.get_num_threads()} threads): {seconds / 60:.2f} min")

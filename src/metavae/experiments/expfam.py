@@ -49,6 +49,7 @@ from metavae.experiments.common import finished_record, output_directory
 from metavae.files import atomic_write_json, atomic_write_text
 from metavae.models.family_decoder import sufficient_statistic_model
 from metavae.training.checkpoint import load_checkpoint, load_model_state
+from metavae.training.devices import module_device, resolve_device
 from metavae.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def load_run(run_dir: Path) -> tuple[ExpFamConfig, torch.nn.Module]:
     config = ExpFamConfig.from_dict(payload["config"])
     model = build_model(config, config.run)
     load_model_state(model, payload["state_dict"], path)
-    return config, model.eval()
+    return config, model.to(resolve_device(config.train.device, fallback=True)).eval()  # the CPU if that is not here
 
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
@@ -245,9 +246,10 @@ def estimate(model: torch.nn.Module, family: str, x: torch.Tensor, context: torc
              read_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(M, 2)``: the mean of θ = link(z) under the model's q(z | D, x) (Gauss–Hermite per coordinate),
     through the affine ``read_out`` (a, b) for a family the model was not trained on."""
+    device = module_device(model)
     with torch.no_grad():
-        q = model.posterior(x, context)
-        loc, scale = q.base_dist.loc.double(), q.base_dist.scale.double()  # (M, 2)
+        q = model.posterior(x.to(device), None if context is None else context.to(device))
+        loc, scale = q.base_dist.loc.double().cpu(), q.base_dist.scale.double().cpu()  # (M, 2)
         if read_out is not None:
             a, b = (v.double() for v in read_out)
             loc, scale = a * loc + b, a.abs() * scale
@@ -280,9 +282,10 @@ def fit_read_out(model: torch.nn.Module, family: str, config: ExpFamConfig) -> t
     data = [_with_contexts(family, float(t), 100, config, ev.seed, _family_id(family), i, 0xFE)
             for i, t in enumerate(np.linspace(*ev.read_out_range, ev.read_out_distributions))]
     x, context = torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data])
+    device = module_device(model)
     with torch.no_grad():
-        q = model.posterior(x, context if model.uses_context else None)
-        loc, scale = q.base_dist.loc.double(), q.base_dist.scale.double()
+        q = model.posterior(x.to(device), context.to(device) if model.uses_context else None)
+        loc, scale = q.base_dist.loc.double().cpu(), q.base_dist.scale.double().cpu()
     a = torch.ones(2, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([a, b], lr=0.05)

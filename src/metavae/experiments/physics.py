@@ -46,6 +46,7 @@ from metavae.experiments.common import finished_record, output_directory
 from metavae.files import atomic_write_json, atomic_write_text
 from metavae.models.compiled_inference import CompiledInference, CompiledInferenceConfig
 from metavae.training.checkpoint import load_checkpoint, load_model_state
+from metavae.training.devices import module_device, resolve_device
 from metavae.training.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,8 @@ def train(config: PhysicsConfig, variant: str, run_dir: Path, resume: bool = Fal
 
 
 def load_run(run_dir: Path) -> tuple[PhysicsConfig, CompiledInference]:
-    """The config and the best model of a finished variant run (on the CPU, eval mode)."""
+    """The config and the best model of a finished variant run, in eval mode, on the run's
+    ``train.device`` (the CPU when that device is not here)."""
     path = Path(run_dir) / "checkpoints" / "best.pt"
     payload = load_checkpoint(path)
     try:
@@ -224,7 +226,7 @@ def load_run(run_dir: Path) -> tuple[PhysicsConfig, CompiledInference]:
         raise CheckpointError(f"{path}: not a physics variant run (its config names no variant)")
     model = CompiledInference.from_config(config.model)
     load_model_state(model, payload["state_dict"], path)
-    return config, model.eval()
+    return config, model.to(resolve_device(config.train.device, fallback=True)).eval()
 
 
 def evaluate_planes(models: Mapping[str, CompiledInference], config: PhysicsConfig,
@@ -261,10 +263,11 @@ def evaluate_planes(models: Mapping[str, CompiledInference], config: PhysicsConf
                                "coverage50_bayes": float(inside[0.5][i]), "coverage90_bayes": float(inside[0.9][i])}
         mu = batch.x[:, 2].double()
         for variant, model in models.items():
-            context = batch.context if model.uses_context else None
+            on = batch.to(module_device(model))  # the model's device; results back on the CPU
             with torch.no_grad():
-                q = model.posterior(batch.x, context)
-                mean, cdf, log_q = q.mean.double(), q.cdf(batch.x[:, 2]).double(), q.log_prob(model.target(batch.x))
+                q = model.posterior(on.x, on.context if model.uses_context else None)
+                mean, cdf = q.mean.double().cpu(), q.cdf(on.x[:, 2]).double().cpu()
+                log_q = q.log_prob(model.target(on.x)).cpu()
             mse = float(((mean - mu) ** 2).mean())
             tail = 0.5 - (cdf - 0.5).abs()  # the smaller tail mass at the true μ
             row[f"mse_{variant}"] = mse
