@@ -140,7 +140,8 @@ def test_files_disagreeing_on_the_pairs_are_refused(tmp_path):
 def test_swapped_training_and_testing_files_are_caught_by_their_instances(tmp_path):
     write_smallnorb(tmp_path, n_train=18, n_test=18)
     write_matrix(tmp_path / f"{PREFIX['train']}-info.mat", synthetic_pairs("test", 18).info)
-    with pytest.raises(DataError, match=r"training-info.mat: 18 rows have a instance \(of the train part\) outside \[4, 6, 7, 8, 9\]"):
+    with pytest.raises(DataError, match=r"training-info.mat: instance \(for the train part\) out of range in 18 rows "
+                                         r"\(allowed: \[4, 6, 7, 8, 9\]; first bad value 0\)"):
         read_smallnorb_part(tmp_path, "train")
 
 
@@ -150,7 +151,7 @@ def test_factor_values_out_of_range_are_refused(tmp_path, column, value, what):
     info = synthetic_pairs("test", 18).info
     info[5, column] = value
     write_matrix(tmp_path / f"{PREFIX['test']}-info.mat", info)
-    with pytest.raises(DataError, match=rf"testing-info.mat: 1 rows have a {what} outside .*first: {value}\)"):
+    with pytest.raises(DataError, match=rf"testing-info.mat: {what} out of range in 1 rows .*first bad value {value}\)"):
         read_smallnorb_part(tmp_path, "test")
 
 
@@ -159,7 +160,7 @@ def test_a_category_out_of_range_is_refused(tmp_path):
     cat = synthetic_pairs("train", 18).cat
     cat[0] = 5
     write_matrix(tmp_path / f"{PREFIX['train']}-cat.mat", cat)
-    with pytest.raises(DataError, match=r"training-cat.mat: 1 rows have a category outside \[0, 1, 2, 3, 4\]"):
+    with pytest.raises(DataError, match=r"training-cat.mat: category out of range in 1 rows \(allowed: \[0, 1, 2, 3, 4\]"):
         read_smallnorb_part(tmp_path, "train")
 
 
@@ -421,10 +422,13 @@ def test_a_bad_download_is_refused_before_anything_is_copied(tmp_path, capsys):
     assert not (tmp_path / "data").exists()
 
 
-def test_data_norb_without_source_rebuilds_from_the_raw_files(norb, capsys):
+def test_data_norb_without_source_rebuilds_from_the_raw_files(norb, tmp_path, capsys):
     root, _ = norb
     assert main(["data", "norb", "--root", str(root)]) == 0
     assert cache_paths(root)[0].is_file()
+    assert main(["data", "norb", "--root", str(tmp_path / "nothing")]) == 2  # no raw files: what to download, and where
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(name in err for name in EXPECTED_FILES) and "nothing/smallNORB/raw" in err
     assert main(["data", "mnist", "--source", str(root), "--root", str(root)]) == 2
     assert "--source is for `metavae data norb`" in capsys.readouterr().err
 

@@ -3,7 +3,7 @@
 The data set is in no package registry: users download it themselves
 (https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/) and import it with
 ``metavae data norb --source DIR``, which checks the files, copies them to
-``<root>/smallNORB/raw/`` and writes the preprocessed cache. Files (``.mat`` or ``.mat.gz``)::
+``<root>/smallNORB/raw/`` and writes the preprocessed cache. Files (``.mat`` or ``.mat.gz``):
 
     smallnorb-5x46789x9x18x6x2x96x96-training-{dat,cat,info}.mat   instances 4, 6, 7, 8, 9
     smallnorb-5x01235x9x18x6x2x96x96-testing-{dat,cat,info}.mat    instances 0, 1, 2, 3, 5
@@ -206,8 +206,8 @@ def _read(path: Path, fix: str) -> tuple[bytes, str]:
 def _check_range(values: np.ndarray, allowed: np.ndarray, what: str, path: Path, fix: str) -> None:
     bad = ~np.isin(values, allowed)
     if bad.any():
-        raise DataError(f"{path}: {int(bad.sum())} rows have a {what} outside {sorted(allowed.tolist())} "
-                        f"(first: {int(values[bad][0])}); not an official smallNORB file: {fix}")
+        raise DataError(f"{path}: {what} out of range in {int(bad.sum())} rows (allowed: {sorted(allowed.tolist())}; "
+                        f"first bad value {int(values[bad][0])}); not an official smallNORB file: {fix}")
 
 
 def read_smallnorb_part(folder: str | os.PathLike[str], part: str, root: str | os.PathLike[str] | None = None
@@ -244,7 +244,7 @@ def read_smallnorb_part(folder: str | os.PathLike[str], part: str, root: str | o
     _check_range(cat, np.arange(len(CATEGORIES)), "category", paths["cat"], fix)  # type: ignore[arg-type]
     for column, (what, allowed) in enumerate((("instance", np.array(_INSTANCES[part])), ("elevation", np.arange(9)),
                                               ("azimuth", np.arange(0, 36, 2)), ("lighting", np.arange(6)))):
-        _check_range(info[:, column], allowed, f"{what} (of the {part} part)" if what == "instance" else what,
+        _check_range(info[:, column], allowed, f"{what} (for the {part} part)" if what == "instance" else what,
                      paths["info"], fix)  # type: ignore[arg-type]
     if dat.shape[0] != NUM_PAIRS:
         log.warning("%s: %d pairs, not the official %d (not the official smallNORB files)", paths["dat"], dat.shape[0], NUM_PAIRS)
@@ -414,7 +414,7 @@ def import_smallnorb(root: str | os.PathLike[str], source: str | os.PathLike[str
     root = Path(root)
     raw = raw_dir(root)
     folder = raw if source is None else Path(source)
-    if not folder.is_dir():
+    if source is not None and not folder.is_dir():
         raise DataError(f"{folder} is not a folder: give --source the folder holding the six smallNORB files "
                         f"({', '.join(EXPECTED_FILES)}; .mat or .mat.gz)")
     parts, sources = _build(root, folder)
