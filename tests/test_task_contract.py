@@ -8,7 +8,9 @@ the checks ask what really reached a batch, not the library's own bookkeeping:
 - transformed images: the marker MNIST of ``pipeline_helpers`` (centre patch = part and image,
   blob angle = rotation);
 - ``DatasetFamily``: K data sets of unequal sizes whose first three pixels encode distribution,
-  part and example index.
+  part and example index;
+- smallNORB (``data.dataset: norb``): synthetic files in the official format whose marker pixels
+  give part, pair and camera; the distribution is the pair's elevation as written in its info file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from metavae.data import HELD_OUT, DatasetFamily, InclinedPlane, Task
 from metavae.data.physics_task import PhysicsTask
 from metavae.errors import ConfigError
 from metavae.experiments.transformed_images import build_task
+from norb_helpers import decode as decode_norb
+from norb_helpers import factor_value, make_norb_root
 from pipeline_helpers import ROTATE_SPARSE_HELD_OUT, decode, make_marker_root
 
 
@@ -147,8 +151,23 @@ def _expfam_case(tmp_path) -> Case:
     return Case(task, identify, batch_size=8, pool_size=12, labelled=False)
 
 
+def _norb_case(tmp_path) -> Case:
+    root, pairs = make_norb_root(tmp_path / "data", n_train=180, n_test=180)  # 40 examples per elevation and part
+    overrides = [("data.dataset", "norb"), ("data.family", "elevation"), ("data.split", "sparse"),
+                 ("data.context_size", 5), ("data.validation_size", 12)]
+    task = build_task(load_config(None, overrides), root)
+
+    def identify(x):
+        m = decode_norb(x)
+        value = np.where(m.is_test, factor_value(pairs["test"], "elevation", m.pair),
+                         factor_value(pairs["train"], "elevation", m.pair))
+        return Identity(np.array([f"elevation={v}" for v in value]), m.is_test, m.row)
+
+    return Case(task, identify, batch_size=8, pool_size=12)
+
+
 TASKS = {"transformed_images": _image_case, "dataset_family": _family_case, "physics": _physics_case,
-         "expfam_dataset_family": _expfam_case}
+         "expfam_dataset_family": _expfam_case, "norb": _norb_case}
 
 
 @pytest.fixture(params=list(TASKS))

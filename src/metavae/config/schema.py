@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from metavae.config.loading import flatten, from_dict, read_config_file, require, set_dotted, to_dict
-from metavae.data.families import FAMILIES, GRIDS, canonical_split
+from metavae.data.families import DATASET_FAMILIES, GRIDS, canonical_split
 from metavae.errors import ConfigError
 
 __all__ = ["RunOfExperiment", "DataConfig", "TrainConfig", "ProbeConfig", "EvaluationConfig", "ExperimentConfig", "RunConfig", "TrainingRun", "RESUMABLE_KEYS", "resume_conflict", "experiment_from_dict", "load_config", "with_overrides"]
@@ -28,10 +28,15 @@ class DataConfig:
     part out of training and selects checkpoints on them; ``"test"`` uses the test part of the
     training distributions, as the paper did (never the held-out distributions).
     ``train_subset``: use only the first n train images (quick runs and tests); null = all.
+
+    ``dataset``: ``mnist`` or ``fashion_mnist`` (families ``rotate``, ``scale``, ``shear``: every
+    transformation value is one distribution), or ``norb`` (smallNORB, families ``elevation``,
+    ``azimuth``, ``lighting``: every factor value is one distribution, the examples taken at it;
+    ``validation_size`` and ``train_subset`` then count examples per distribution).
     """
 
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    family: Literal["rotate", "scale", "shear"] = "rotate"
+    dataset: Literal["mnist", "fashion_mnist", "norb"] = "mnist"
+    family: Literal["rotate", "scale", "shear", "elevation", "azimuth", "lighting"] = "rotate"
     split: str = "sparse"
     context_size: int = 10
     validation: Literal["train_holdout", "test"] = "train_holdout"
@@ -40,7 +45,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", canonical_split(self.split))
-        require(self.family in FAMILIES, "data.family", f"choose one of {FAMILIES}")
+        families = DATASET_FAMILIES[self.dataset]
+        require(self.family in families, "data.family", f"{self.family!r} is not a family of data.dataset {self.dataset!r}; "
+                f"choose one of {', '.join(families)}")
         require(self.context_size >= 1, "data.context_size", f"must be ≥ 1, got {self.context_size}")
         require(self.validation_size >= 1, "data.validation_size", f"must be ≥ 1, got {self.validation_size}")
         require(self.train_subset is None or self.train_subset > self.validation_size, "data.train_subset",
@@ -116,7 +123,8 @@ class ProbeConfig:
     ``train_examples``/``test_examples``: how many of a value's train/test images to embed
     (null = all 60k / 10k). Context sets come from a pool of ``pool_size`` images of the same
     value and part. ``reference``: the value whose classifier is tested on all held-out values
-    (null = the identity transformation)."""
+    (null = the identity transformation; for smallNORB's factor families, which have none, the
+    split's first training value)."""
 
     train_examples: int | None = None
     test_examples: int | None = None

@@ -1,16 +1,23 @@
-"""Transformed images as a :class:`~metavae.data.task.Task`: the paper's MNIST meta-splits.
+"""A family of image distributions as a :class:`~metavae.data.task.Task`: the paper's image meta-splits.
 
-Every transformation value of a family (rotate, scale, shear) is one distribution: base images
-under that transformation, transformed on the fly. Its ``"train"`` part is the transformed train
-images, its ``"test"`` part the transformed test images. The meta-split's training values get
-decoders ``0 … D−1`` in grid order; the other values are held out. Distribution names are
-``"<family>=<value>"``, e.g. ``"rotate=-160"``.
+Every value of a family is one distribution (:mod:`metavae.data.families`): for MNIST and
+Fashion-MNIST a transformation (rotate, scale, shear) of the base images, applied on the fly; for
+smallNORB a factor value (elevation, azimuth, lighting), selecting the examples photographed at
+it. Its ``"train"`` part comes from the train split, its ``"test"`` part from the test split. The
+meta-split's training values get decoders ``0 … D−1`` in grid order; the other values are held
+out. Distribution names are ``"<family>=<value>"``, e.g. ``"rotate=-160"`` or ``"azimuth=8"``.
+
+Which data set is read, and which kind of family it makes, is looked up in :data:`DATASETS`
+(``data.dataset``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,54 +25,93 @@ from torch import Tensor
 
 from metavae.config.loading import to_dict
 from metavae.data.context import sample_without_replacement
-from metavae.data.families import GRIDS, TransformedImages, split_values
+from metavae.data.families import GRIDS, FactorSelectedImages, FactorSplit, ImageFamily, TransformedImages, split_values
 from metavae.data.mnist import ImageSplit, load_split
+from metavae.data.norb import load_smallnorb
 from metavae.data.task import HELD_OUT, Batch, Part, check_batch_sizes, sample_batch
 from metavae.errors import ConfigError
 
 if TYPE_CHECKING:
     from metavae.config import DataConfig, TrainConfig
 
-__all__ = ["ImageFamilyTask", "load_images"]
+__all__ = ["ImageFamilyTask", "ImageDataset", "DATASETS", "load_images"]
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """How a data set (``data.dataset``) is read and made into a family.
+
+    ``load(root) → (train, test)`` reads the two splits under the data root; ``family(name,
+    train, test) → ImageFamily`` builds the family ``name`` over them.
+    """
+
+    load: Callable[[Path], tuple[Any, Any]]
+    family: Callable[[str, Any, Any], ImageFamily]
+
+
+def _idx_dataset(directory: str) -> Callable[[Path], tuple[ImageSplit, ImageSplit]]:
+    def load(root: Path) -> tuple[ImageSplit, ImageSplit]:
+        return load_split(root, train=True, dataset=directory), load_split(root, train=False, dataset=directory)
+    return load
+
+
+def _transformed(family: str, train: ImageSplit, test: ImageSplit) -> TransformedImages:
+    return TransformedImages(family, GRIDS[family], train, test)
+
+
+def _factor_selected(family: str, train: FactorSplit, test: FactorSplit) -> FactorSelectedImages:
+    return FactorSelectedImages(family, GRIDS[family], train, test)
+
+
+#: ``data.dataset`` → how it is read and which kind of family it makes
+DATASETS: dict[str, ImageDataset] = {
+    "mnist": ImageDataset(_idx_dataset("MNIST"), _transformed),
+    "fashion_mnist": ImageDataset(_idx_dataset("FashionMNIST"), _transformed),
+    "norb": ImageDataset(load_smallnorb, _factor_selected),
+}
 
 
 @lru_cache(maxsize=4)
-def _cached_split(root: str, dataset: str, train: bool) -> ImageSplit:
-    return load_split(root, train=train, dataset="MNIST" if dataset == "mnist" else "FashionMNIST")
+def _cached_data(root: str, dataset: str) -> tuple[Any, Any]:
+    return DATASETS[dataset].load(Path(root))
 
 
-def load_images(config: DataConfig, root: str | os.PathLike[str]) -> tuple[ImageSplit, ImageSplit]:
-    """The base train and test images of ``config.dataset`` (cached per process)."""
-    return _cached_split(str(root), config.dataset, True), _cached_split(str(root), config.dataset, False)
+def load_images(config: DataConfig, root: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """The train and test splits of ``config.dataset`` (cached per process): :class:`ImageSplit`
+    for MNIST and Fashion-MNIST, :class:`~metavae.data.families.FactorSplit` for smallNORB."""
+    return _cached_data(str(root), config.dataset)
 
 
 class ImageFamilyTask:
-    """A family/meta-split of transformed images (:class:`~metavae.data.task.Task`).
+    """A family/meta-split of image distributions (:class:`~metavae.data.task.Task`).
 
+    ``train``/``test``: the splits :func:`load_images` returns for ``config.dataset``; the family is
+    built by :data:`DATASETS` (``self.images``, an :class:`~metavae.data.families.ImageFamily`).
     Training distributions get decoders ``0 … D−1`` in grid order. The validation data is
-    ``validation_size`` images held out of the train part (default; the same base images for
-    every distribution, never used as training queries), or the first ``validation_size`` images
-    of the test part. Batches are ``x: (B, 1, H, W)`` floats in [0, 1] with digit labels.
+    ``validation_size`` examples held out of each distribution's train part (default; the same
+    positions for every distribution — for transformed images the same base images — never used
+    as training queries), or the first ``validation_size`` examples of the test part. Batches are
+    ``x: (B, 1, H, W)`` floats in [0, 1] with class labels (digit, or smallNORB category).
     """
 
-    def __init__(self, config: DataConfig, train: ImageSplit, test: ImageSplit, seed: int = 0) -> None:
+    def __init__(self, config: DataConfig, train: Any, test: Any, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
+        self.images = DATASETS[config.dataset].family(config.family, train, test)
         if config.train_subset is not None:
-            train = ImageSplit(train.images[: config.train_subset], train.labels[: config.train_subset])
-        self.images = TransformedImages(config.family, GRIDS[config.family], train, test)
+            self.images = self.images.limit_train(config.train_subset)
         train_values, held_out = split_values(config.family, config.split)
         grid = GRIDS[config.family]
         self.train_distributions = torch.tensor([grid.index(v) for v in train_values])
         self.held_out_distributions = torch.tensor([grid.index(v) for v in held_out])
-        n = len(train)
+        n = self.images.size("train")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if config.validation == "train_holdout":
             self.val_part, self.val_index = "train", perm[: config.validation_size].sort().values
             self.train_index = perm[config.validation_size :].sort().values
         else:
             self.val_part = "test"
-            self.val_index = torch.arange(min(config.validation_size, len(test)))
+            self.val_index = torch.arange(min(config.validation_size, self.images.size("test")))
             self.train_index = torch.arange(n)
         self._epoch: tuple[int, Tensor] | None = None
 
@@ -114,20 +160,18 @@ class ImageFamilyTask:
         return self._epoch[1]
 
     def describe(self) -> dict[str, Any]:
-        return {"data": to_dict(self.config), "seed": self.seed, "train_images": len(self.images.train),
-                "test_images": len(self.images.test), "distributions": self.distribution_names(),
+        return {"data": to_dict(self.config), "seed": self.seed, "train_images": self.images.size("train"),
+                "test_images": self.images.size("test"), "distributions": self.distribution_names(),
                 "held_out": self.held_out_names()}
 
     def to(self, device: torch.device) -> ImageFamilyTask:
         """Keep the base images on ``device``; the transforms then run there."""
-        self.images.train = ImageSplit(self.images.train.images.to(device), self.images.train.labels.to(device))
-        self.images.test = ImageSplit(self.images.test.images.to(device), self.images.test.labels.to(device))
+        self.images = self.images.to(device)
         return self
 
     def _fetch(self, part: str):
         def fetch(distribution: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-            index = index.to(self.images.train.images.device)
-            return self.images.images(part, distribution, index), self.images.labels(part, index)
+            return self.images.fetch(part, distribution, index.to(self.images.device))
         return fetch
 
     def train_batch(self, epoch: int, step_in_epoch: int, batch_size: int, pool_size: int, generator: torch.Generator) -> Batch:
@@ -149,7 +193,7 @@ class ImageFamilyTask:
         return self._fixed_batch(self.val_part, self.val_index, num_examples, pool_size)
 
     def test_batch(self, num_examples: int, pool_size: int) -> Batch:
-        return self._fixed_batch("test", torch.arange(len(self.images.test)), num_examples, pool_size)
+        return self._fixed_batch("test", torch.arange(self.images.size("test")), num_examples, pool_size)
 
     def distribution_batch(self, name: str, part: Part, num_examples: int | None, pool_size: int,
                            generator: torch.Generator) -> Batch:
@@ -162,7 +206,7 @@ class ImageFamilyTask:
         if name not in names:
             raise ValueError(f"name: {name!r} is not a distribution of this task; expected one of {names}")
         dist = names.index(name)
-        n = len(self.images.part(part))
+        n = self.images.size(part)
         index = torch.arange(n)
         if num_examples is not None and num_examples < n and part == "train":
             # the same base images for every value (paired comparisons across values): a subset fixed by

@@ -1,4 +1,5 @@
-"""The transformation-invariance experiments (paper §5.1, Fig. 6): MNIST under rotate / scale / shear.
+"""The transformation-invariance experiments (paper §5.1, Fig. 6): MNIST under rotate / scale / shear,
+and smallNORB's elevation / azimuth / lighting families (``data.dataset: norb``).
 
 The verbs the command line dispatches to, the same for every experiment set:
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from metavae.config import ExperimentConfig, experiment_from_dict, parse_overrides, with_overrides
-from metavae.data.families import IDENTITY
+from metavae.data.families import reference_value
 from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.linear_probe import probe
@@ -76,11 +77,11 @@ def train(config: ExperimentConfig, run_dir: Path, data_root: Path, resume: bool
 
 def run_probe(config: ExperimentConfig, model: Any, task: ImageFamilyTask) -> dict[str, Any]:
     """:func:`~metavae.evaluation.probe` on every held-out value of the run's family/split, with the
-    identity transformation (or ``probe.reference``) as the invariance reference; returns the
-    ``probe.json`` content (keyed by transformation value)."""
+    identity transformation (for smallNORB the first training value; or ``probe.reference``) as the
+    invariance reference; returns the ``probe.json`` content (keyed by value)."""
     pc = config.probe
     start = time.perf_counter()
-    reference = IDENTITY[config.data.family] if pc.reference is None else pc.reference  # validated with the config
+    reference = reference_value(config.data.family, config.data.split) if pc.reference is None else pc.reference
     result = probe(model, task, train_examples=pc.train_examples, test_examples=pc.test_examples, pool_size=pc.pool_size,
                    C=pc.C, max_iter=pc.max_iter, seed=pc.seed, reference=task.name(reference))
     values = task.images.values

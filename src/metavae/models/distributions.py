@@ -65,7 +65,8 @@ class LogitNormalMixture(Distribution):
         logits: ``(…, M)`` unnormalised mixture log-weights.
         loc: ``(…, M)`` component means in y.
         scale: ``(…, M)`` component standard deviations in y (positive).
-        low, high: the support's ends (``low < high``).
+        low: the support's lower end (``low < high``).
+        high: the support's upper end.
     """
 
     arg_constraints = {}
