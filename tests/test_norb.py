@@ -305,6 +305,8 @@ def test_nine_norb_configs_load_with_the_papers_settings():
         assert (cfg.data.dataset, cfg.data.family, cfg.data.split) == ("norb", family, split)
         assert cfg.train.batch_size == 32 and cfg.data.context_size == 10 and cfg.train.lr == 2e-4
         assert cfg.name == f"norb_{family}_{split}" and cfg.model_name == "metavae"
+        assert cfg.model.backbone == "conv" and cfg.model.conv_channels == (64, 128, 256)  # the paper's NORB networks
+        assert cfg.model.conv_layers_per_stage == 3
 
 
 # --------------------------------------------------------------------------- the cache
@@ -436,6 +438,7 @@ def test_data_norb_without_source_rebuilds_from_the_raw_files(norb, tmp_path, ca
 # --------------------------------------------------------------------------- training through the config path
 TINY_NORB = [
     "model.hidden_dim=32", "model.summary_dim=16", "model.summary_hidden=[32]", "model.z_dim=4",
+    "model.conv_channels=[4, 4, 4]", "model.conv_layers_per_stage=1",  # the configs' conv backbone, tiny
     "data.validation_size=10", "data.context_size=5",
     "train.batch_size=10", "train.max_steps=4", "train.validate_every=2", "train.checkpoint_every=2",
     "train.val_examples=10", "train.val_importance_samples=2", "train.val_pool_size=10", "train.context_pool_size=20",
