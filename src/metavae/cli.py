@@ -23,6 +23,7 @@ from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
 from metavae.data.mnist import FASHION_SOURCE, ensure_mnist, fetch_mnist, import_fashion_mnist
 from metavae.errors import ConfigError, MetaVAEError
+from metavae.evaluation import invariance
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiments import expfam, physics, resolve_data_root
 from metavae.experiments import transformed_images as images
@@ -146,6 +147,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invariance(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.set or [])
+    if args.examples is not None:
+        overrides.append(("invariance.examples", args.examples))
+    config = invariance.invariance_config(overrides)
+    result = invariance.invariance_of_runs(args.run_dirs, resolve_data_root(args.data_dir), config)
+    json_path, csv_path = invariance.write_invariance(result, Path(args.out))
+    print(invariance.format_invariance_table(result))
+    print(f"wrote {json_path} and {csv_path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data_root = resolve_data_root(args.data_dir)
@@ -260,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a probe key, e.g. probe.train_examples=10000")
     p.set_defaults(func=cmd_probe)
+
+    p = command("invariance", help="paper Table 1: distances between the codes of test images and of their rotated, "
+                "scaled and sheared versions, for trained runs (rows) on every family (columns)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of models trained on transformed images")
+    p.add_argument("--out", default="runs/invariance", help="where invariance.json and invariance.csv go (default runs/invariance)")
+    p.add_argument("--examples", type=_positive_int, default=None, metavar="N",
+                   help="base test images per run (default 1000; same as --set invariance.examples=N)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an invariance key: examples, pool_size, families, seed, max_images (e.g. invariance.pool_size=500)")
+    p.set_defaults(func=cmd_invariance)
 
     p = command("compare", help="train and probe every model on one family/split; table + overlaid bar chart")
     p.add_argument("config", nargs="?", default=None, help="experiment config (default: the CPU demo preset)")

@@ -1,12 +1,17 @@
-"""Numbers read off the paper's figures (Wu et al., 2020, Fig. 6), for side-by-side tables.
+"""Numbers of the paper (Wu et al., 2020), for side-by-side tables.
 
-Mean linear-probe accuracy over the held-out values of each MNIST panel; "≈" figures read off
-bar plots, about ±0.02. Keys: (family, split) → {model: accuracy}.
+:data:`PAPER_PROBE_ACCURACY` (Fig. 6): mean linear-probe accuracy over the held-out values of each
+MNIST panel; "≈" figures read off bar plots, about ±0.02. Keys: (family, split) → {model: accuracy}.
+
+:data:`PAPER_INVARIANCE` (Table 1): average L2 distance between the representation of a base test
+image and of its transformed versions, for MNIST MetaVAEs trained on one family (outer key) and
+measured on each family (inner key). The spec (PAPER.md §2) gives each row as "trained-family value
+(the other two)"; the other two are read in the order rotate, scale, shear (skew).
 """
 
 from __future__ import annotations
 
-__all__ = ["PAPER_PROBE_ACCURACY"]
+__all__ = ["PAPER_PROBE_ACCURACY", "PAPER_INVARIANCE"]
 
 
 PAPER_PROBE_ACCURACY: dict[tuple[str, str], dict[str, float]] = {
@@ -19,4 +24,10 @@ PAPER_PROBE_ACCURACY: dict[tuple[str, str], dict[str, float]] = {
     ("rotate", "contiguous"): {"metavae": 0.89, "homoencoder": 0.80, "neural_statistician": 0.61},
     ("scale", "contiguous"): {"metavae": 0.89, "homoencoder": 0.46, "neural_statistician": 0.33},
     ("shear", "contiguous"): {"metavae": 0.85, "homoencoder": 0.60, "neural_statistician": 0.44},
+}
+
+PAPER_INVARIANCE: dict[str, dict[str, float]] = {
+    "rotate": {"rotate": 1.65, "scale": 4.44, "shear": 4.09},
+    "scale": {"rotate": 5.44, "scale": 2.16, "shear": 4.92},
+    "shear": {"rotate": 3.79, "scale": 4.89, "shear": 1.47},
 }
