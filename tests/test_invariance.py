@@ -190,6 +190,25 @@ def test_deterministic_and_seeded():
     assert other["families"]["rotate"]["distance"] != one["families"]["rotate"]["distance"]
 
 
+def test_a_constant_code_has_no_scale_and_no_ratio(tmp_path):
+    from metavae.evaluation.invariance import write_invariance
+
+    class Constant(LinearCode):
+        def representation(self, x, context):
+            return torch.ones(x.shape[0], 3)
+
+    measured = measure_invariance(Constant(100), _images(), 3, _config(), grids=GRIDS)
+    assert all(f["distance"] == 0 and f["between_images_mean"] == 0 and f["normalised"] is None
+               for f in measured["families"].values())
+    result = {"settings": {**_config().__dict__, "families": list(GRIDS)},
+              "runs": [{"run_dir": "r", "model": "m", "dataset": "mnist", "family": "rotate", "split": "sparse", **measured}]}
+    for f in measured["families"].values():
+        f["paper_distance"] = None
+    json_path, csv_path = write_invariance(result, tmp_path)
+    json.loads(json_path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))  # strict JSON
+    assert "—" in format_invariance_table(result) and csv_path.read_text().count(",,") >= 3
+
+
 def test_default_grids_are_the_papers():
     result = measure_invariance(LinearCode(100), _images(), 3, _config())
     assert len(result["families"]["rotate"]["distance_to_base"]) == 18 and result["families"]["rotate"]["base_value"] == 0.0

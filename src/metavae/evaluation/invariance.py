@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -162,7 +161,8 @@ def measure_invariance(
 
     Returns:
         ``{"families": {family: {"values", "base_value", "distance_to_base": {value: d}, "between_images":
-        {value: s}, "distance", "between_images_mean", "normalised"}}, "context_resampling", "code_dim"}``.
+        {value: s}, "distance", "between_images_mean", "normalised"}}, "context_resampling", "code_dim"}``;
+        ``normalised`` is ``None`` when every image has the same code (a between-image distance of 0).
 
     Raises:
         ConfigError: more examples or a larger pool than there are images, or a pool smaller
@@ -203,7 +203,7 @@ def measure_invariance(
             "between_images": {f"{v:g}": float(s) for v, s in zip(values, between)},
             "distance": distance,
             "between_images_mean": scale,
-            "normalised": distance / scale if scale > 0 else math.nan,
+            "normalised": distance / scale if scale > 0 else None,  # None: every image has the same code
         }
     first, second = (_embed(model, images, "rotate", (0.0,), d, config.max_images)[0] for d in (draw, again))  # (B, d)
     return {"families": families, "context_resampling": float((first - second).norm(dim=-1).mean()), "code_dim": code_dim}
@@ -289,7 +289,7 @@ def write_invariance(result: dict[str, Any], out: str | Path) -> tuple[Path, Pat
             writer.writerow({"run_dir": row["run_dir"], "model": row["model"], "dataset": row["dataset"],
                              "trained_family": row["family"], "split": row["split"], "measured_family": column,
                              "distance": f"{entry['distance']:.6g}", "between_images_mean": f"{entry['between_images_mean']:.6g}",
-                             "normalised": f"{entry['normalised']:.6g}", "context_resampling": f"{row['context_resampling']:.6g}",
+                             "normalised": "" if entry["normalised"] is None else f"{entry['normalised']:.6g}", "context_resampling": f"{row['context_resampling']:.6g}",
                              "paper_distance": "" if entry["paper_distance"] is None else entry["paper_distance"],
                              "examples": result["settings"]["examples"]})
     json_path, csv_path = out / "invariance.json", out / "invariance.csv"
@@ -314,7 +314,8 @@ def format_invariance_table(result: dict[str, Any]) -> str:
     ]
     for row in result["runs"]:
         fam = row["families"]
-        cells = ["".join(f"{fam[c][key]:>9.3f}" for c in columns) for key in ("distance", "between_images_mean", "normalised")]
+        cells = ["".join(f"{'—':>9}" if fam[c][key] is None else f"{fam[c][key]:>9.3f}" for c in columns)
+                 for key in ("distance", "between_images_mean", "normalised")]
         lines.append(f"{row['family'] + ' ' + row['model']:<{width}}{cells[0]}   {cells[1]}   {cells[2]}   "
                      f"{row['context_resampling']:>10.3f}")
         if any(fam[c]["paper_distance"] is not None for c in columns):
