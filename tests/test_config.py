@@ -23,6 +23,35 @@ def test_shipped_configs_load_with_paper_settings(path):
     assert "/" not in str(cfg.to_dict().get("data"))  # no paths in configs
 
 
+FASHION = sorted(Path("configs/fashion_mnist").glob("*.yaml"))
+
+#: the loader of each folder of configs/ (a new folder must be added here, or the test below fails)
+LOADERS = {"mnist": "image", "fashion_mnist": "image", "fashion_mnist_conv": "image", "norb": "image", "physics": "physics", "expfam": "expfam"}
+
+
+def test_fashion_configs_mirror_the_mnist_ones():
+    """Nine Fashion-MNIST configs, each its MNIST counterpart with data.dataset = fashion_mnist and its own name."""
+    assert [p.stem for p in FASHION] == [p.stem for p in CONFIGS]
+    for fashion in FASHION:
+        cfg, twin = load_config(fashion).to_dict(), load_config(Path("configs/mnist") / fashion.name).to_dict()
+        assert cfg["data"]["dataset"] == "fashion_mnist" and twin["data"]["dataset"] == "mnist"
+        assert cfg["name"] == f"fashion_mnist_{fashion.stem}" and twin["name"] == f"mnist_{fashion.stem}"
+        cfg["data"]["dataset"], cfg["name"] = "mnist", twin["name"]
+        assert cfg == twin
+
+
+SHIPPED = sorted(Path("configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to("configs")) for p in SHIPPED])
+def test_every_shipped_config_loads(path):
+    from metavae.experiments import expfam, physics
+
+    kind = LOADERS[path.parent.name]
+    load = {"image": load_config, "physics": physics.load_physics_config, "expfam": expfam.load_expfam_config}[kind]
+    assert load(path) is not None
+
+
 def test_defaults_are_paper_sizes():
     cfg = load_config(None)
     assert cfg.model_name == "metavae" and cfg.model.summary_hidden == (784, 400) and cfg.model.summary_dim == 400

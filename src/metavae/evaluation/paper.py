@@ -1,13 +1,18 @@
-"""Numbers read off the paper's figures (Wu et al., 2020, Fig. 6), for side-by-side tables.
+"""Numbers of the paper (Wu et al., 2020), for side-by-side tables.
 
-Mean linear-probe accuracy over the held-out values of each MNIST and smallNORB panel; "≈" figures
-read off bar plots, about ±0.02. Keys: (family, split) → {model: accuracy} (the family names of
-the two data sets differ).
+:data:`PAPER_PROBE_ACCURACY` (Fig. 6): mean linear-probe accuracy over the held-out values of each
+MNIST and smallNORB panel; "≈" figures read off bar plots, about ±0.02. Keys: (family, split) →
+{model: accuracy} (the family names of the two data sets differ).
+
+:data:`PAPER_INVARIANCE` (Table 1): average L2 distance between the representation of a base test
+image and of its transformed versions, for MNIST MetaVAEs trained on one family (outer key) and
+measured on each family (inner key). The spec (PAPER.md §2) gives each row as "trained-family value
+(the other two)"; the other two are read in the order rotate, scale, shear (skew).
 """
 
 from __future__ import annotations
 
-__all__ = ["PAPER_PROBE_ACCURACY"]
+__all__ = ["PAPER_PROBE_ACCURACY", "PAPER_INVARIANCE"]
 
 
 PAPER_PROBE_ACCURACY: dict[tuple[str, str], dict[str, float]] = {
@@ -29,4 +34,10 @@ PAPER_PROBE_ACCURACY: dict[tuple[str, str], dict[str, float]] = {
     ("lighting", "interleaved"): {"metavae": 0.56, "homoencoder": 0.34, "neural_statistician": 0.33},
     ("lighting", "sparse"): {"metavae": 0.62, "homoencoder": 0.29, "neural_statistician": 0.31},
     ("lighting", "contiguous"): {"metavae": 0.55, "homoencoder": 0.31, "neural_statistician": 0.43},
+}
+
+PAPER_INVARIANCE: dict[str, dict[str, float]] = {
+    "rotate": {"rotate": 1.65, "scale": 4.44, "shear": 4.09},
+    "scale": {"rotate": 5.44, "scale": 2.16, "shear": 4.92},
+    "shear": {"rotate": 3.79, "scale": 4.89, "shear": 1.47},
 }
