@@ -94,20 +94,23 @@ def test_one_conv_encoder_is_shared_by_the_query_and_the_context(name):
     assert sum(isinstance(m, ConvEncoder) for m in model.modules()) == 1  # modules() lists a shared one once
 
 
-def test_in_training_a_querys_batch_statistics_never_include_its_context():
-    """Training mode: the queries pass the conv encoder in one call, the context pool in another, so
-    the queries' normalised features do not change when only the context changes."""
-    model = _conv_model("metavae").train()
+@pytest.mark.parametrize("name", ["metavae", "neural_statistician", "homoencoder", "homoencoder_vampprior"])
+def test_in_training_a_querys_batch_statistics_never_include_its_context(name):
+    """Training mode: the queries pass the conv encoder in calls of their own (for the Neural
+    Statistician also inside the set D ∪ {x}), the context pool in another, so the queries' normalised
+    features do not change when only the context changes."""
+    model = _conv_model(name).train()
     seen = []
     model.x_encoder.register_forward_hook(lambda module, args, out: seen.append((args[0].shape[0], out.detach().clone())))
     x = torch.rand(4, *EVENT)
     for seed in (1, 2):
-        ctx = torch.rand(4, 3, *EVENT, generator=torch.Generator().manual_seed(seed))
+        ctx = torch.rand(4, 5, *EVENT, generator=torch.Generator().manual_seed(seed))
         model.log_weights(x, ctx, 1, decoder_index=torch.tensor([0, 1, 0, 1]))
     query_calls = [out for rows, out in seen if rows == 4]
-    context_calls = [out for rows, out in seen if rows == 12]
-    assert len(query_calls) == 2 and len(context_calls) == 2  # one call each per step
-    torch.testing.assert_close(query_calls[0], query_calls[1], rtol=0, atol=0)
+    context_calls = [out for rows, out in seen if rows == 20]
+    assert len(context_calls) == 2 and len(query_calls) == 2 * (2 if name == "neural_statistician" else 1)
+    for a, b in zip(query_calls[: len(query_calls) // 2], query_calls[len(query_calls) // 2 :]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(context_calls[0], context_calls[1])
 
 

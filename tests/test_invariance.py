@@ -302,6 +302,11 @@ def test_bad_run_directories_give_one_line(mnist_root, tmp_path, capsys):
     assert main(["invariance", str(other), *out]) == 2
     assert "is not a run on transformed images" in _one_line(capsys)
     assert not (tmp_path / "inv").exists()
+    norb = tmp_path / "norb_run"
+    (norb / "checkpoints").mkdir(parents=True)
+    (norb / "config.yaml").write_text("name: n\ndata:\n  dataset: norb\n  family: elevation\n  split: sparse\n")
+    assert main(["invariance", str(norb), *out]) == 2
+    assert "trained on the 'elevation' family, not on a transformation of images" in _one_line(capsys)
 
 
 def test_bad_options_give_one_line(tmp_path, capsys):

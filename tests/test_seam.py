@@ -40,15 +40,30 @@ METHODS = ["log_weights", "kl", "representation"]  # all validate x and the cont
 SAMPLING = ["log_weights", "kl"]  # these also take num_samples and decoder_index
 
 
+#: the identities below also hold with the conv backbone (``<variant>:conv``, built in eval mode: its
+#: batch norm then uses running statistics, and 1×1 feature maps of a single row are allowed)
+CONV = {"backbone": "conv", "conv_channels": (3, 4), "conv_layers_per_stage": 2}
+ALL_BACKBONES = [*ALL, *(f"{v}:conv" for v in ALL)]
+
+
+def _last_linear(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
 def _build(variant):
+    variant, _, backbone = variant.partition(":")
     name, extra = VARIANTS[variant]
     cls = MODELS[name]
     valid = {f.name for f in dataclasses.fields(cls.config_class)}
-    config = cls.config_class(**{k: v for k, v in {**SIZES, **extra}.items() if k in valid})
+    sizes = {**SIZES, **extra, **(CONV if backbone == "conv" else {})}
+    config = cls.config_class(**{k: v for k, v in sizes.items() if k in valid})
     torch.manual_seed(0)
     model = cls.from_config(config, EVENT, NUM_DISTRIBUTIONS).double()
+    if backbone == "conv":
+        model.eval()
     with torch.no_grad():  # move the posteriors away from the priors (at initialisation all KLs are ≈ 0)
-        heads = [model.inference_net[-1]] if hasattr(model, "inference_net") else [model.encoder_z[-1], model.c_head[-1]]
+        heads = ([_last_linear(model.inference_net)] if hasattr(model, "inference_net")
+                 else [_last_linear(model.encoder_z), model.c_head[-1]])
         for head in heads:  # Linear → (loc, log σ²)
             d = head.out_features // 2
             head.weight.mul_(10.0)
@@ -403,12 +418,13 @@ def _set_for_c(variant, x, context):
     return torch.cat([context, x.unsqueeze(1)], dim=1) if variant == "neural_statistician" else context
 
 
-@pytest.mark.parametrize("variant", ALL)
+@pytest.mark.parametrize("variant", ALL_BACKBONES)
 @pytest.mark.parametrize("num_samples", [1, 4])
 def test_kl_terms_have_one_value_per_query_finite_and_nonnegative_where_closed_form(variant, num_samples):
     model = _build(variant)
     x, context, index = _data()
     terms = model.kl(x, _pooled(context), num_samples, decoder_index=index)
+    variant = variant.partition(":")[0]
     assert sorted(terms) == (["c", "z"] if variant in NS_FAMILY else ["z"])
     for name, value in terms.items():
         assert value.shape == (B,) and value.dtype == torch.float64 and torch.isfinite(value).all()
@@ -478,6 +494,7 @@ def _bernoulli_log_likelihood(x, logits):
 
 def _replayed_log_likelihood(model, variant, x, context, index, num_samples):
     """log p(x | latents) at the draws ``log_weights`` makes, replayed from the same seed."""
+    variant = variant.partition(":")[0]  # the backbone does not change the model's latents
     if variant in VAE_FAMILY:
         z = model.posterior(x, context).rsample((num_samples,))  # (K, B, z)
         groups = index if variant in MULTI_DECODER else torch.zeros_like(index)
@@ -490,12 +507,13 @@ def _replayed_log_likelihood(model, variant, x, context, index, num_samples):
 
 def _training_weight(variant, name):
     """The training objective's weight of each KL term: 1, except c: 1/|S| (NS, S = D ∪ {x}) or 1/|D| (VHE)."""
+    variant = variant.partition(":")[0]
     if name == "z":
         return 1.0
     return 1.0 / (N + 1) if variant == "neural_statistician" else 1.0 / N
 
 
-@pytest.mark.parametrize("variant", ALL)
+@pytest.mark.parametrize("variant", ALL_BACKBONES)
 def test_training_log_weight_plus_weighted_kl_terms_is_the_log_likelihood_at_the_same_draws(variant):
     """log_weights(training) + Σ_t w_t·KL_t = log p(x | latents), exactly, at one draw (K = 1: every
     KL term is then the one at that draw, including the z-term's dependence on c)."""
@@ -524,7 +542,7 @@ def test_vae_family_training_identity_holds_for_every_draw(variant):
     torch.testing.assert_close(training + model.kl(x, context, 5, decoder_index=index)["z"], log_likelihood)
 
 
-@pytest.mark.parametrize("variant", ALL)
+@pytest.mark.parametrize("variant", ALL_BACKBONES)
 @torch.no_grad()
 def test_mean_marginal_log_weight_is_the_log_likelihood_minus_the_unweighted_kl_terms(variant):
     """E[log_weights(marginal)] = E[log p(x | latents)] − Σ_t KL_t (each KL at weight 1).

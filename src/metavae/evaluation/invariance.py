@@ -230,6 +230,10 @@ def _load(run_dir: Path, data_root: Path) -> tuple[Any, Any, Any]:
         if isinstance(saved, dict) and family is None:
             raise RunDirectoryError(f"{run_dir} is not a run on transformed images (its config.yaml has no data.family): "
                                     "metavae invariance measures models trained on rotate, scale or shear")
+        if family is not None and family not in IDENTITY:
+            raise RunDirectoryError(f"{run_dir} was trained on the {family!r} family, not on a transformation of images: "
+                                    f"metavae invariance transforms base images by {', '.join(IDENTITY)} (smallNORB's factors "
+                                    "cannot be applied to an image; its invariance table is not measured here)")
     return load_run(run_dir, data_root)
 
 

@@ -20,13 +20,17 @@ per stage, ``conv_layers_per_stage`` convs each) shared by the query and the con
 the MLP heads only). The image shape comes from the data.
 
 Train and eval modes with the conv backbone: training normalises each network call by its own
-batch (queries in one call, the shared context pool in another, so a query's statistics never
-include its own context, and the context pool never includes the queries it serves — the pool
-sampler guarantees it); validation, IWAE, the probe and ``representation`` run in eval mode, where
+batch: the queries in calls of their own (also the query inside the Neural Statistician's set
+D ∪ {x}), the shared context pool in another, so a query's statistics never include its own
+context (the pool is drawn independently of the queries, so a query's image may itself be among
+the pool's, as any image of its distribution may); validation, IWAE, the probe and ``representation`` run in eval mode, where
 every example's log-weights depend on that example and its own context only — the quantity IWAE
 estimates. The VampPrior's pseudo-sets always go through batch norm in eval behaviour
 (:func:`~metavae.nn.conv.batch_norm_statistics_frozen`): they never enter the running statistics of
-the images. Under data parallelism each rank normalises by its own share (no synchronised batch
+the images, and the prior is a function of the parameters alone. In training q(c | D) is computed
+with batch statistics and the prior's components with running ones, so early in training, before the
+running statistics settle, the two are normalised differently (the estimated KL of c is then larger
+than in eval mode); in eval mode both use the running statistics. Under data parallelism each rank normalises by its own share (no synchronised batch
 norm), so N ranks match one process exactly only with the ``mlp`` backbone.
 """
 

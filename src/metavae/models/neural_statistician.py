@@ -122,6 +122,16 @@ class NeuralStatistician(LatentVariableModel):
         """q(c | S), batch shape ``(B,)``."""
         return diagonal_gaussian(self.c_head(self.statistic(sets)))
 
+    def posterior_c_of_query(self, x: Tensor, context: Tensor | Context) -> tuple[Independent, int]:
+        """q(c | S) for S = :meth:`set_for_c` ``(x, context)``, and |S|. The query and the context are
+        embedded in separate calls of the statistic network (the same function of S as
+        ``posterior_c(set_for_c(x, context))``; with batch norm in training the query's statistics
+        then never include its own context)."""
+        ctx = as_context(context)
+        if not self.query_in_set:
+            return self.posterior_c(ctx), ctx.set_size
+        return diagonal_gaussian(self.c_head(self.statistic(ctx, x))), ctx.set_size + 1
+
     def prior_c(self, like: Tensor) -> Distribution:
         """p(c) = N(0, I)."""
         return standard_normal(self.c_dim, like)
@@ -150,8 +160,7 @@ class NeuralStatistician(LatentVariableModel):
         "c": KL(q(c|S) ‖ p(c))}`` — for p(c) = N(0, I) the latter is ½ Σ_d (μ_d² + σ_d² − 1 − log σ_d²).
         """
         assert context is not None, f"{type(self).__name__} needs a context set"
-        sets = self.set_for_c(x, context)
-        q_c = self.posterior_c(sets)
+        q_c, set_size = self.posterior_c_of_query(x, context)
         c = reparameterized_sample(q_c, (num_samples,))  # (K, B, c)
         q_z = self.posterior_z(x, c)
         z = reparameterized_sample(q_z)  # (K, B, z)
@@ -161,11 +170,11 @@ class NeuralStatistician(LatentVariableModel):
         # z before c: the order the training objective has always subtracted the KLs in (same floats)
         return ELBOTerms(log_px, (
             LatentTerm("z", q_z, p_z, z),
-            LatentTerm("c", q_c, self.prior_c(c), c, self.c_term_weight(sets.set_size, "training")),
+            LatentTerm("c", q_c, self.prior_c(c), c, self.c_term_weight(set_size, "training")),
         ))
 
     def _representation(self, x: Tensor, context: Tensor | Context | None) -> Tensor:
         """Mean of q(z | x, c) at c = the mean of q(c | S), ``(B, z_dim)``."""
         assert context is not None, f"{type(self).__name__} needs a context set"
-        c = self.posterior_c(self.set_for_c(x, context)).mean  # (B, c)
+        c = self.posterior_c_of_query(x, context)[0].mean  # (B, c)
         return self.posterior_z(x, c).mean

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from metavae.data.context import Context, as_context
@@ -32,11 +33,19 @@ class SetEncoder(nn.Module):
         self.element_net = element_net
         self.pooling = pooling
 
-    def forward(self, context: Tensor | Context) -> Tensor:
-        """Context ``(B, N, *event)`` (or a :class:`Context`) → summary ``(B, summary_dim)``."""
+    def forward(self, context: Tensor | Context, *more: Tensor) -> Tensor:
+        """Context ``(B, N, *event)`` (or a :class:`Context`) → summary ``(B, summary_dim)``.
+
+        ``more``: further elements ``(B, *event)`` each, the i-th joining set i (e.g. the query
+        itself, for a set D ∪ {x}); every group of elements is embedded in its own call, so a
+        network with batch statistics (batch norm in training) never mixes a set's context with
+        the queries.
+        """
         ctx = as_context(context)
         emb = self.element_net(ctx.elements)  # (P, S)
         sets = emb[ctx.index]  # (B, N, S)
+        if more:
+            sets = torch.cat([sets, *(self.element_net(m).unsqueeze(1) for m in more)], dim=1)  # (B, N + len(more), S)
         if self.pooling == "mean":
             return sets.mean(dim=1)
         if self.pooling == "sum":
