@@ -160,3 +160,23 @@ def test_every_model_trains_with_the_conv_backbone_through_the_config(mnist_root
         assert result.step == 2 and torch.isfinite(torch.tensor(result.best_val))
         state = torch.load(tmp_path / name / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
         assert any(k.endswith("running_var") for k in state)  # batch-norm statistics are checkpointed
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@torch.no_grad()
+def test_in_eval_mode_an_examples_encoding_and_decoding_do_not_depend_on_its_batch(name):
+    """Eval mode (running statistics, set to non-trivial values): a query's code alone equals its
+    row in a batch of three, and a decoder's output for one latent alone equals its row in a batch."""
+    model = _conv_model(name).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(3)
+    x, ctx = torch.rand(3, *EVENT, generator=g), torch.rand(3, 4, *EVENT, generator=g)
+    torch.testing.assert_close(model.representation(x[1:2], ctx[1:2]), model.representation(x, ctx)[1:2])
+    decoders = model.decoder.decoders if isinstance(model.decoder, GroupedDecoder) else [model.decoder]
+    h = torch.randn(3, decoders[0].in_features, generator=g)
+    torch.testing.assert_close(decoders[0](h)[1:2], decoders[0](h[1:2]))
+    model.train()  # in training the same rows are normalised by their batch: the check above can fail
+    assert not torch.allclose(decoders[0](h)[1:2], decoders[0](h[1:2].expand(2, -1))[0:1])
