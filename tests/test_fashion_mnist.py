@@ -189,3 +189,11 @@ def test_real_files_import_with_their_official_digests(tmp_path, capsys):
     assert torch.bincount(train.labels).tolist() == [6000] * 10 and torch.bincount(test.labels).tolist() == [1000] * 10
     assert train.labels[:4].tolist() == [9, 0, 0, 3]
     assert abs(train.images.float().mean().item() / 255 - 0.2860) < 1e-4
+
+
+def test_the_papers_mnist_numbers_are_not_shown_beside_fashion_mnist_panels():
+    from metavae.evaluation.paper import paper_probe_accuracy
+
+    assert paper_probe_accuracy("fashion_mnist", "rotate", "sparse") == {}
+    assert paper_probe_accuracy("mnist", "rotate", "sparse")["metavae"] == 0.88
+    assert paper_probe_accuracy("norb", "azimuth", "sparse")["metavae"] == 0.63

@@ -25,7 +25,7 @@ from metavae.data.mnist import FASHION_SOURCE, ensure_mnist, fetch_mnist, import
 from metavae.data.norb import import_smallnorb
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation import invariance
-from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
+from metavae.evaluation.paper import paper_probe_accuracy
 from metavae.experiments import expfam, physics, resolve_data_root
 from metavae.experiments import transformed_images as images
 from metavae.files import describe_os_error
@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def format_probe_table(result: dict) -> str:
-    paper = PAPER_PROBE_ACCURACY.get((result["family"], result["split"]), {})
+    paper = paper_probe_accuracy(result.get("dataset", "mnist"), result["family"], result["split"])  # older probe.json: MNIST
     lines = [f"{'held-out ' + result['family']:>18}  {'accuracy':>9}  {'ref-classifier':>14}"]
     for key, acc in result["per_value"].items():
         lines.append(f"{key:>18}  {acc:>9.4f}  {result['invariance']['per_value'][key]:>14.4f}")

@@ -41,3 +41,9 @@ PAPER_INVARIANCE: dict[str, dict[str, float]] = {
     "scale": {"rotate": 5.44, "scale": 2.16, "shear": 4.92},
     "shear": {"rotate": 3.79, "scale": 4.89, "shear": 1.47},
 }
+
+
+def paper_probe_accuracy(dataset: str, family: str, split: str) -> dict[str, float]:
+    """The paper's mean probe accuracies of the panel ``(family, split)`` of ``dataset`` (model →
+    accuracy); empty for a data set the paper did not use (e.g. Fashion-MNIST)."""
+    return PAPER_PROBE_ACCURACY.get((family, split), {}) if dataset in ("mnist", "norb") else {}

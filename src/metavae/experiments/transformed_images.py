@@ -30,7 +30,7 @@ from metavae.data.image_task import ImageFamilyTask, load_images
 from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.linear_probe import probe
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
-from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
+from metavae.evaluation.paper import paper_probe_accuracy
 from metavae.experiments.common import build_registered_model, finished_record, output_directory, resolve_data_root
 from metavae.files import atomic_write_json
 from metavae.models import MODELS, LatentVariableModel
@@ -90,6 +90,7 @@ def run_probe(config: ExperimentConfig, model: Any, task: ImageFamilyTask) -> di
     transfer = {keys[name]: acc for name, acc in result["invariance"]["per_distribution"].items()}
     return {
         "model": config.model_name,
+        "dataset": config.data.dataset,
         "family": config.data.family,
         "split": config.data.split,
         "per_value": per_value,
@@ -124,7 +125,7 @@ def evaluate(run_dir: Path, data_root: Path, overrides: list[str] | None = None)
         config = with_overrides(config, items)
     result = run_probe(config, model, task)
     atomic_write_json(Path(run_dir) / "probe.json", result)
-    paper = PAPER_PROBE_ACCURACY.get((config.data.family, config.data.split), {}).get(config.model_name)
+    paper = paper_probe_accuracy(config.data.dataset, config.data.family, config.data.split).get(config.model_name)
     plot_probe(result, Path(run_dir) / "probe.png", paper_mean=paper)
     return result
 
@@ -241,11 +242,12 @@ def report(base: ExperimentConfig, variants: list[str], out: Path, data_root: Pa
         atomic_write_json(summary_path, summary)
         rows[variant] = summary
     result = {
+        "dataset": base.data.dataset,
         "family": base.data.family,
         "split": base.data.split,
         "seed": base.train.seed,
         "variants": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in rows.items()},
-        "paper_mean_accuracy": PAPER_PROBE_ACCURACY.get((base.data.family, base.data.split), {}),
+        "paper_mean_accuracy": paper_probe_accuracy(base.data.dataset, base.data.family, base.data.split),
     }
     atomic_write_json(out / "compare.json", result)
     plot_compare(result, out / "compare.png")  # the paper's overlaid style
