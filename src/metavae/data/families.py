@@ -24,7 +24,7 @@ sparse split, while the authors' code (and PAPER.md's table) *trains* on it — 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -148,20 +148,14 @@ class ImageFamily(Protocol):
 
 
 @dataclass
-class TransformedImages:
-    """A family of distributions: base images under one transformation per distribution.
-
-    ``values[d]`` is distribution d's transformation value. Images are stored once (uint8) and
-    transformed on the fly in batches, so memory does not grow with the number of values.
-    """
+class _PartsOfImages:
+    """What every image family holds: its name, its values (one distribution each) and the train
+    and test splits of base images ``(N, H, W)`` with their labels."""
 
     family: str
     values: tuple[float, ...]
-    train: ImageSplit
-    test: ImageSplit
-
-    def __post_init__(self) -> None:
-        self._values = torch.tensor(self.values, dtype=torch.float64)
+    train: Any
+    test: Any
 
     @property
     def num_distributions(self) -> int:
@@ -171,11 +165,30 @@ class TransformedImages:
     def image_shape(self) -> tuple[int, int, int]:
         return (1, *self.train.images.shape[1:])  # type: ignore[return-value]
 
-    def part(self, name: str) -> ImageSplit:
+    @property
+    def device(self) -> torch.device:
+        return self.train.images.device
+
+    def part(self, name: str) -> Any:
         """``"train"`` or ``"test"`` base images."""
         if name not in ("train", "test"):
             raise ValueError(f"unknown part {name!r}: expected 'train' or 'test'")
         return self.train if name == "train" else self.test
+
+
+@dataclass
+class TransformedImages(_PartsOfImages):
+    """A family of distributions: base images under one transformation per distribution.
+
+    ``values[d]`` is distribution d's transformation value. Images are stored once (uint8) and
+    transformed on the fly in batches, so memory does not grow with the number of values.
+    """
+
+    train: ImageSplit
+    test: ImageSplit
+
+    def __post_init__(self) -> None:
+        self._values = torch.tensor(self.values, dtype=torch.float64)
 
     def images(self, part: str, distribution: Tensor, index: Tensor) -> Tensor:
         """Transformed images; ``distribution`` and ``index`` of shape ``(n,)`` → ``(n, 1, H, W)``."""
@@ -186,10 +199,6 @@ class TransformedImages:
         return self.part(part).labels[index]
 
     # the ImageFamily protocol: example ``index`` of every distribution is base image ``index``
-    @property
-    def device(self) -> torch.device:
-        return self.train.images.device
-
     def size(self, part: str) -> int:
         return len(self.part(part))
 
@@ -224,7 +233,7 @@ class FactorSplit:
 
 
 @dataclass
-class FactorSelectedImages:
+class FactorSelectedImages(_PartsOfImages):
     """A family of distributions, one per value of a factor: distribution d holds the examples
     whose factor ``family`` equals ``values[d]`` (an integer code), in their order in the split.
 
@@ -234,8 +243,6 @@ class FactorSelectedImages:
     [0, 1] when fetched.
     """
 
-    family: str
-    values: tuple[float, ...]
     train: FactorSplit
     test: FactorSplit
 
@@ -254,23 +261,6 @@ class FactorSelectedImages:
             raise DataError(f"the {part} split has {counts.tolist()} examples for the {self.family} values "
                             f"{[int(v) for v in self.values]}: every value needs the same number (≥ 1) of examples")
         return match.nonzero()[:, 1].reshape(len(self.values), -1)  # row-major: value by value, rows in order
-
-    @property
-    def num_distributions(self) -> int:
-        return len(self.values)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (1, *self.train.images.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def device(self) -> torch.device:
-        return self.train.images.device
-
-    def part(self, name: str) -> FactorSplit:
-        if name not in ("train", "test"):
-            raise ValueError(f"unknown part {name!r}: expected 'train' or 'test'")
-        return self.train if name == "train" else self.test
 
     def rows(self, part: str) -> Tensor:
         """``(D, size(part))``: row ``[d, i]`` is the split row of distribution d's example i."""

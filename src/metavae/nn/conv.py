@@ -140,14 +140,14 @@ class GroupedDecoder(nn.Module):
 
     def forward(self, h: Tensor, group: Tensor) -> Tensor:
         """``h: (M, in)``, ``group: (M,)`` long in ``[0, num_groups)`` → ``(M, out)``."""
-        outputs = [(rows, self.decoders[int(g)](h[rows]))
-                   for g in torch.unique(group) for rows in [torch.nonzero(group == g).squeeze(1)]]
-        if not outputs:
-            return h.new_zeros(0, self.out_features)
-        out = outputs[0][1].new_empty(h.shape[0], self.out_features)  # the decoders' dtype (lower under autocast)
-        for rows, values in outputs:
+        out = None
+        for g in torch.unique(group):
+            rows = torch.nonzero(group == g).squeeze(1)
+            values = self.decoders[int(g)](h[rows])
+            if out is None:  # the decoders' dtype (lower under autocast)
+                out = values.new_empty(h.shape[0], self.out_features)
             out[rows] = values.to(out.dtype)
-        return out
+        return h.new_zeros(0, self.out_features) if out is None else out
 
 
 @contextlib.contextmanager
