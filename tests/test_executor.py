@@ -167,3 +167,41 @@ def test_jobs_run_in_processes_with_the_same_results(mnist_root, tmp_path):
         for key in ("best_val_iwae", "mean_accuracy", "test_log_likelihood", "steps"):
             assert one[key] == pytest.approx(two[key], rel=1e-4), (spec.name, key)
     assert [o.status for o in ex.run_manifest(specs, tmp_path / "two", mnist_root, jobs=2)] == ["skipped"] * 3
+
+
+# ---------------------------------------------------------------- the command
+def test_cli_list_only_and_errors(tmp_path, capsys):
+    from metavae.cli import main
+
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--list", "--only", "mnist/scale_sparse/*", "--preset", "paper"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:7]] == [f"mnist/scale_sparse/{v}" for v in images.VARIANTS] + ["mnist/scale_sparse/compare"]
+    assert "100 epochs" in lines[0] and "a decoder per distribution" in lines[5]
+    assert [line for line in lines[7:] if line.startswith("left out: ")] == lines[7:] and len(lines) == 9
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--only", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err == "metavae: error: --only nope: no run matches; `metavae reproduce --list` shows the names\n"
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "--preset", "gpu"])
+    assert stop.value.code == 2 and len(capsys.readouterr().err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_runs_the_manifest_and_fails_with_one_line(fake, tmp_path, monkeypatch, capsys):
+    from metavae.cli import main
+    from metavae.experiments import reproduce
+
+    monkeypatch.setattr(reproduce, "manifest", lambda preset, data_root: fake_specs())
+    fake["fail"] = {"b": 2}
+    out = tmp_path / "out"
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("metavae: error: 2 run(s) did not finish (b, e); run the same command again to retry them "
+                            "(finished runs are skipped)\n")
+    status = json.loads((out / "reproduce.json").read_text())
+    assert {n: r["status"] for n, r in status["runs"].items()} == {"a": "finished", "b": "failed", "c": "finished",
+                                                                   "d": "finished", "e": "blocked"}
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out), "--only", "e"]) == 0  # b, then e
+    assert "2 finished, 0 skipped" in capsys.readouterr().out
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out)]) == 0
+    assert "0 finished, 5 skipped, 0 failed, 0 blocked" in capsys.readouterr().out

@@ -223,7 +223,8 @@ def describe(spec: RunSpec) -> str:
             return f"compare.json of {len(spec.depends)} models"
         t = c.train
         length = f"{t.max_steps} steps" if t.max_steps is not None else f"{t.epochs} epochs"
-        return f"{c.model_name}, {getattr(c.model, 'backbone', 'mlp')}, {length}, batch {t.batch_size}, lr {t.lr:g}"
+        decoders = ", a decoder per distribution" if getattr(c.model, "decoders", None) == "per_distribution" else ""
+        return f"{c.model_name}{decoders}, {getattr(c.model, 'backbone', 'mlp')}, {length}, batch {t.batch_size}, lr {t.lr:g}"
     if isinstance(c, InvarianceConfig):
         return f"{c.examples} test images, after {', '.join(spec.depends)}"
     if isinstance(c, physics.PhysicsConfig):
