@@ -4,6 +4,7 @@ ones, retry-once on failure while the others go on, --jobs processes. Tiny runs 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -205,3 +206,46 @@ def test_cli_runs_the_manifest_and_fails_with_one_line(fake, tmp_path, monkeypat
     assert "2 finished, 0 skipped" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out)]) == 0
     assert "0 finished, 5 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the other kinds of run
+@pytest.mark.parametrize("kind", ["physics", "expfam"])
+def test_an_experiment_is_finished_by_its_summary_with_this_config(kind, tmp_path, monkeypatch):
+    from metavae.experiments import expfam, physics
+
+    module = {"physics": physics, "expfam": expfam}[kind]
+    config = physics.load_physics_config(None) if kind == "physics" else expfam.load_expfam_config(None)
+    calls = []
+
+    def report(config, out, progress=True, overwrite=False):  # what the real report writes last
+        calls.append(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"summary": {}, "config": config.to_dict()}))
+
+    monkeypatch.setattr(module, "report", report)
+    spec = RunSpec(kind, kind, config, 0, kind)
+    assert [o.status for o in ex.run_manifest([spec], tmp_path, tmp_path)] == ["finished"]
+    assert calls == [tmp_path / kind]
+    assert [o.status for o in ex.run_manifest([spec], tmp_path, tmp_path)] == ["skipped"]
+    other = module.__dict__[f"load_{kind}_config"](None, [("train.max_steps", 7)])
+    assert not ex.is_finished(RunSpec(kind, kind, other, 0, kind), [], tmp_path)
+
+
+def test_invariance_after_its_three_runs(mnist_root, tmp_path):
+    from metavae.evaluation.invariance import invariance_config
+
+    runs = [tiny_panel(f, ("metavae",))[0] for f in ("rotate", "scale", "shear")]
+    inv = RunSpec("invariance", "invariance", invariance_config([("invariance.examples", 10), ("invariance.pool_size", 20)]),
+                  0, "invariance", tuple(r.name for r in runs))
+    out = tmp_path / "out"
+    assert [o.status for o in ex.run_manifest([*runs, inv], out, mnist_root, progress=False)] == ["finished"] * 4
+    result = json.loads((out / "invariance" / "invariance.json").read_text())
+    assert [r["run_dir"] for r in result["runs"]] == [str(out / r.out) for r in runs]
+    assert [o.status for o in ex.run_manifest([*runs, inv], out, mnist_root)] == ["skipped"] * 4
+    other = RunSpec("invariance", "invariance", invariance_config([("invariance.examples", 12), ("invariance.pool_size", 20)]),
+                    0, "invariance", inv.depends)
+    assert not ex.is_finished(other, runs, out)  # other settings
+    summary = out / runs[0].out / "summary.json"
+    stamp = (out / "invariance" / "invariance.json").stat().st_mtime  # a dependency finished again after the table
+    os.utime(summary, (stamp + 10, stamp + 10))
+    assert not ex.is_finished(inv, runs, out)
