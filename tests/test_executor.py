@@ -205,7 +205,12 @@ def test_cli_runs_the_manifest_and_fails_with_one_line(fake, tmp_path, monkeypat
     assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out), "--only", "e"]) == 0  # b, then e
     assert "2 finished, 0 skipped" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(out)]) == 0
-    assert "0 finished, 5 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "0 finished, 5 skipped, 0 failed, 0 blocked" in printed and f"and {out / 'REPORT.md'}" in printed
+    assert "## Fig. 6" in (out / "REPORT.md").read_text()
+    assert main(["report", str(out)]) == 0 and capsys.readouterr().out == f"wrote {out / 'REPORT.md'}\n"
+    assert main(["report", str(out / "nope")]) == 2
+    assert capsys.readouterr().err.startswith(f"metavae: error: {out / 'nope'} is not a directory")
 
 
 # ---------------------------------------------------------------- the other kinds of run

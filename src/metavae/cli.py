@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam|reproduce``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam|reproduce|report``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -29,6 +29,7 @@ from metavae.evaluation import invariance
 from metavae.evaluation.paper import PAPER_PROBE_ACCURACY
 from metavae.experiments import executor, expfam, physics, reproduce, resolve_data_root
 from metavae.experiments import transformed_images as images
+from metavae.experiments.report import build_report
 from metavae.files import atomic_write_json, describe_os_error
 
 __all__ = ["main", "build_parser", "demo_config_path", "format_probe_table"]
@@ -242,11 +243,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     atomic_write_json(out / "reproduce.json", {"preset": args.preset, "only": args.only or [], "jobs": args.jobs,
                                                "runs": {o.name: dataclasses.asdict(o) for o in outcomes}})
     print(executor.format_outcomes(outcomes))
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'reproduce.json'}")
+    report = build_report(out)  # also of a partial run: the missing parts say so
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'reproduce.json'} and {report}")
     bad = [o.name for o in outcomes if o.status in ("failed", "blocked")]
     if bad:
         raise MetaVAEError(f"{len(bad)} run(s) did not finish ({', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}); "
                            "run the same command again to retry them (finished runs are skipped)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"wrote {build_report(Path(args.dir))}")
     return 0
 
 
@@ -368,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at once, each in its own process with the CPU's threads divided among them (default 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = command("report", help="REPORT.md of a `metavae reproduce` directory: every result beside the paper's, each number "
+                "with the file it comes from")
+    p.add_argument("dir", metavar="DIR", help="the --out of metavae reproduce")
+    p.set_defaults(func=cmd_report)
 
     p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")
