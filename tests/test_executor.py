@@ -254,3 +254,39 @@ def test_invariance_after_its_three_runs(mnist_root, tmp_path):
     stamp = (out / "invariance" / "invariance.json").stat().st_mtime  # a dependency finished again after the table
     os.utime(summary, (stamp + 10, stamp + 10))
     assert not ex.is_finished(inv, runs, out)
+
+
+# ---------------------------------------------------------------- the Ray engine
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+@pytest.mark.skipif(_has_ray(), reason="ray is installed: the missing-extra message is not reachable")
+def test_ray_engine_without_ray_is_one_line(tmp_path, capsys, monkeypatch, fake):
+    with pytest.raises(ConfigError, match=r"--engine ray needs Ray: pip install 'metavae\[ray\]'"):
+        ex.run_manifest(fake_specs(), tmp_path, tmp_path, engine="ray")
+    assert not list(tmp_path.glob("*.done"))
+    from metavae.cli import main
+    from metavae.experiments import reproduce
+
+    monkeypatch.setattr(reproduce, "manifest", lambda preset, data_root: fake_specs())
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--out", str(tmp_path / "out"), "--engine", "ray"]) == 2
+    assert capsys.readouterr().err.startswith("metavae: error: --engine ray needs Ray")
+
+
+def test_ray_engine_gives_the_local_results(mnist_root, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        specs = tiny_panel()
+        local = ex.run_manifest(specs, tmp_path / "local", mnist_root, progress=False)
+        remote = ex.run_manifest(specs, tmp_path / "ray", mnist_root, jobs=2, engine="ray")
+    finally:
+        ray.shutdown()
+    assert [o.status for o in local] == [o.status for o in remote] == ["finished"] * 3
+    for spec in specs[:2]:
+        one, two = (json.loads((tmp_path / d / spec.out / "summary.json").read_text()) for d in ("local", "ray"))
+        for key in ("best_val_iwae", "mean_accuracy", "test_log_likelihood", "steps"):
+            assert one[key] == pytest.approx(two[key], rel=1e-4), (spec.name, key)

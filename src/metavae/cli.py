@@ -239,8 +239,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if any(s.kind == "invariance" or (s.kind == "model" and s.config.data.dataset == "mnist") for s in specs):
         ensure_mnist(data_root)  # fetched if missing, as `metavae compare` does; the other data sets are only read
     start = time.perf_counter()
-    outcomes = executor.run_manifest(specs, out, data_root, jobs=args.jobs, progress=_progress(args))
+    outcomes = executor.run_manifest(specs, out, data_root, jobs=args.jobs, progress=_progress(args), engine=args.engine,
+                                     address=args.address, cpus_per_run=args.cpus_per_run)
     atomic_write_json(out / "reproduce.json", {"preset": args.preset, "only": args.only or [], "jobs": args.jobs,
+                                               "engine": args.engine,
                                                "runs": {o.name: dataclasses.asdict(o) for o in outcomes}})
     print(executor.format_outcomes(outcomes))
     report = build_report(out)  # also of a partial run: the missing parts say so
@@ -372,7 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default runs/reproduce-<preset>)")
     p.add_argument("--list", action="store_true", help="print the runs (name, seed, settings) and what was left out; run nothing")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="runs at once, each in its own process with the CPU's threads divided among them (default 1)")
+                   help="runs at once: local processes with the CPU's threads divided among them, or Ray tasks in flight "
+                   "(default 1)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray tasks (pip install 'metavae[ray]'; --out must be shared by the nodes)")
+    p.add_argument("--address", default=None, metavar="ADDR", help="--engine ray: the cluster to join (default: a local Ray instance)")
+    p.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="--engine ray: CPUs (torch threads) each run requests (a GPU too when the cluster has them)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 

@@ -17,6 +17,13 @@ depends on finished; a finished run is skipped; a failing run is reported and re
 (``retries``) while the others go on; the runs depending on a run that failed twice are reported
 as blocked, not started. ``jobs`` > 1 runs that many runs at once in separate processes (spawned,
 so each has its own torch state), the CPU's threads divided among them.
+
+``engine="ray"`` runs each run as a Ray task instead (``address``: an existing cluster, default a
+local instance), through the same scheduler: at most ``jobs`` tasks in flight, each requesting
+``cpus_per_run`` CPUs (its torch threads) and one GPU when the cluster has GPUs (the run's
+``train.device: auto`` then picks it). Ray's own task retries are off: the retry-once policy is
+this module's. ``out`` and the data root must be paths every node sees (a shared file system).
+Ray is an optional extra (``pip install metavae[ray]``), imported only here and only for this engine.
 """
 
 from __future__ import annotations
@@ -143,8 +150,13 @@ def is_finished(spec: RunSpec, deps: Sequence[RunSpec], out: Path) -> bool:
     return JOBS[spec.kind].finished(spec, deps, out)
 
 
-def _execute(spec: RunSpec, deps: Sequence[RunSpec], out: Path, data_root: Path, progress: bool) -> float:
-    """Run one spec (in this process or a worker); returns its wall time."""
+def _execute(spec: RunSpec, deps: Sequence[RunSpec], out: Path, data_root: Path, progress: bool,
+             threads: int | None = None) -> float:
+    """Run one spec (in this process or a worker; ``threads``: torch's threads there); returns its wall time."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     JOBS[spec.kind].run(spec, deps, out, data_root, progress)
     return time.perf_counter() - start
@@ -170,14 +182,37 @@ class _Inline(cf.Executor):
         return future
 
 
+class _Ray(cf.Executor):
+    """Each call a Ray task (``ray.remote``), its result a :class:`concurrent.futures.Future`."""
+
+    def __init__(self, address: str | None, cpus_per_run: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--engine ray needs Ray: pip install 'metavae[ray]' (or use the local engine)") from None
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        self.cpus = cpus_per_run
+        self._task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=0)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:  # type: ignore[override]
+        assert fn is _execute, "the Ray engine runs manifest entries only"
+        return self._task.remote(*args, threads=self.cpus).future()
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:300]
     return text if isinstance(exc, MetaVAEError) else f"{type(exc).__name__}: {text}"
 
 
 def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_root: str | os.PathLike[str], jobs: int = 1,
-                 retries: int = 1, progress: bool = True) -> list[Outcome]:
+                 retries: int = 1, progress: bool = True, engine: Literal["local", "ray"] = "local",
+                 address: str | None = None, cpus_per_run: int = 1) -> list[Outcome]:
     """Run ``specs`` into ``out`` (each in ``out/<spec.out>``); returns one :class:`Outcome` per spec, in manifest order.
+
+    ``engine``: ``local`` (this process for ``jobs=1``, else ``jobs`` spawned processes) or ``ray``
+    (``jobs`` Ray tasks in flight on the instance at ``address``, ``cpus_per_run`` CPUs each).
 
     Every dependency must be in ``specs`` (:func:`~metavae.experiments.reproduce.select` adds them)."""
     out, data_root = Path(out), Path(data_root)
@@ -188,6 +223,8 @@ def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_roo
             raise ConfigError(f"run {s.name} depends on {', '.join(missing)}, which is not in the manifest")
     if jobs < 1:
         raise ConfigError(f"jobs must be ≥ 1, got {jobs}")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {engine!r}; choose local or ray")
     output_directory(out)
     outcomes: dict[str, Outcome] = {}
     pending = list(specs)
@@ -197,6 +234,8 @@ def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_roo
     threads = max(1, (os.cpu_count() or 1) // jobs)
 
     def new_pool() -> cf.Executor:
+        if engine == "ray":
+            return _Ray(address, cpus_per_run)
         if jobs == 1:
             return _Inline()
         return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -208,7 +247,7 @@ def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_roo
         attempts[spec.name] = attempts.get(spec.name, 0) + 1
         log.info("%s: starting (attempt %d)", spec.name, attempts[spec.name])
         deps = [by_name[d] for d in spec.depends]
-        running[pool.submit(_execute, spec, deps, out, data_root, progress and jobs == 1)] = (spec, pool)
+        running[pool.submit(_execute, spec, deps, out, data_root, progress and jobs == 1 and engine == "local")] = (spec, pool)
 
     try:
         while pending or running:
