@@ -1,4 +1,4 @@
-"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam``. Parses into configs and calls the library.
+"""Command line: ``metavae data|train|probe|invariance|demo|compare|physics|expfam|reproduce|report``. Parses into configs and calls the library.
 
 Exit codes: 0 success; 2 a problem with the input (config, data, checkpoint, run directory, a
 diverged run), reported as one line ``metavae: error: …``; 1 an internal error (a bug: its
@@ -8,6 +8,7 @@ traceback is printed with ``--debug``); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -26,9 +27,10 @@ from metavae.data.norb import import_smallnorb
 from metavae.errors import ConfigError, MetaVAEError
 from metavae.evaluation import invariance
 from metavae.evaluation.paper import paper_probe_accuracy
-from metavae.experiments import expfam, physics, resolve_data_root
+from metavae.experiments import executor, expfam, physics, reproduce, resolve_data_root
 from metavae.experiments import transformed_images as images
-from metavae.files import describe_os_error
+from metavae.experiments.report import build_report
+from metavae.files import atomic_write_json, describe_os_error
 
 __all__ = ["main", "build_parser", "demo_config_path", "format_probe_table"]
 
@@ -223,6 +225,40 @@ def cmd_expfam(args: argparse.Namespace) -> int:
     return _experiment(expfam, expfam.load_expfam_config, args, "experiments", ("sweep.csv", "summary.json", "sweeps.png"))
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    data_root = resolve_data_root(args.data_dir)
+    specs = reproduce.manifest(args.preset, data_root)
+    if args.only:
+        specs = reproduce.select(specs, args.only)
+    if args.list:
+        print(reproduce.format_manifest(specs))
+        for line in reproduce.omitted(data_root):
+            print(f"left out: {line}")
+        return 0
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.preset}"
+    if any(s.kind == "invariance" or (s.kind == "model" and s.config.data.dataset == "mnist") for s in specs):
+        ensure_mnist(data_root)  # fetched if missing, as `metavae compare` does; the other data sets are only read
+    start = time.perf_counter()
+    outcomes = executor.run_manifest(specs, out, data_root, jobs=args.jobs, progress=_progress(args), engine=args.engine,
+                                     address=args.address, cpus_per_run=args.cpus_per_run)
+    atomic_write_json(out / "reproduce.json", {"preset": args.preset, "only": args.only or [], "jobs": args.jobs,
+                                               "engine": args.engine,
+                                               "runs": {o.name: dataclasses.asdict(o) for o in outcomes}})
+    print(executor.format_outcomes(outcomes))
+    report = build_report(out)  # also of a partial run: the missing parts say so
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {out / 'reproduce.json'} and {report}")
+    bad = [o.name for o in outcomes if o.status in ("failed", "blocked")]
+    if bad:
+        raise MetaVAEError(f"{len(bad)} run(s) did not finish ({', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}); "
+                           "run the same command again to retry them (finished runs are skipped)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"wrote {build_report(Path(args.dir))}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (exit code 2, like every input error)."""
 
@@ -327,6 +363,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "(by default finished runs are reused and unfinished ones resumed)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_expfam)
+
+    p = command("reproduce", help="the paper's experiments as one manifest of named runs (every Fig. 6 panel × model, "
+                "Fashion-MNIST and smallNORB when present, physics, exp. families, Table 1), run in dependency order; "
+                "finished runs are skipped and killed ones resumed, so it can be rerun until complete")
+    p.add_argument("--preset", choices=list(reproduce.PRESETS), default="cpu",
+                   help="cpu: a reduced schedule for a 2-core CPU (default); paper: the paper's schedules (100 epochs)")
+    p.add_argument("--only", action="append", metavar="PATTERN", help="only the runs whose name matches (fnmatch, e.g. "
+                   "'mnist/rotate_*'; repeatable), with the runs they depend on")
+    p.add_argument("--out", default=None, help="output directory (default runs/reproduce-<preset>)")
+    p.add_argument("--list", action="store_true", help="print the runs (name, seed, settings) and what was left out; run nothing")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="runs at once: local processes with the CPU's threads divided among them, or Ray tasks in flight "
+                   "(default 1)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray tasks (pip install 'metavae[ray]'; --out must be shared by the nodes)")
+    p.add_argument("--address", default=None, metavar="ADDR", help="--engine ray: the cluster to join (default: a local Ray instance)")
+    p.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="--engine ray: CPUs (torch threads) each run requests (a GPU too when the cluster has them)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = command("report", help="REPORT.md of a `metavae reproduce` directory: every result beside the paper's, each number "
+                "with the file it comes from")
+    p.add_argument("dir", metavar="DIR", help="the --out of metavae reproduce")
+    p.set_defaults(func=cmd_report)
 
     p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")
     p.add_argument("--out", default="runs/demo")

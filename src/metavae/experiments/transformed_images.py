@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "build_task", "build_model", "train", "evaluate", "run_probe", "measure_test_log_likelihood", "load_run", "report",
-    "VARIANTS", "variant_config", "format_compare_table", "resolve_data_root",
+    "run_variant", "compare_result", "write_compare", "VARIANTS", "variant_config", "format_compare_table", "resolve_data_root",
 ]
 
 
@@ -205,43 +205,44 @@ def variant_config(base: ExperimentConfig, variant: str) -> ExperimentConfig:
     return experiment_from_dict(raw)
 
 
-def report(base: ExperimentConfig, variants: list[str], out: Path, data_root: Path, progress: bool = True,
-                   overwrite: bool = False) -> dict[str, Any]:
-    """Train, probe and score ``variants`` into ``out/<variant>/``. A variant's finished run with the same
-    config is reused; an unfinished one is resumed; ``overwrite`` moves earlier runs aside instead."""
-    out = output_directory(out)
-    rows: dict[str, Any] = {}
-    for variant in variants:
-        config = variant_config(base, variant)
-        run_dir = out / variant
-        summary_path = run_dir / "summary.json"
-        earlier = None if overwrite else finished_record(summary_path, config.to_dict())  # same training, probe, evaluation
-        if earlier is not None:
-            log.info("%s: finished run found in %s, reusing it", variant, run_dir)
-            rows[variant] = earlier
-            continue
-        start = time.perf_counter()
-        log.info("%s: training into %s", variant, run_dir)
-        fit = train(config, run_dir, data_root, resume=not overwrite, overwrite=overwrite, progress=progress)
-        train_seconds = time.perf_counter() - start
-        probe_result = evaluate(run_dir, data_root)
-        ll = measure_test_log_likelihood(run_dir, data_root)
-        summary = {
-            "model": config.model_name,
-            "mean_accuracy": probe_result["mean_accuracy"],
-            "per_value": probe_result["per_value"],
-            "invariance_mean_accuracy": probe_result["invariance"]["mean_accuracy"],
-            "test_log_likelihood": ll["test_log_likelihood"],
-            "test_log_likelihood_estimand": ll["settings"]["estimand"],
-            "best_val_iwae": fit.best_val,
-            "best_step": fit.best_step,
-            "steps": fit.step,
-            "train_seconds": train_seconds,
-            "config": config.to_dict(),
-        }
-        atomic_write_json(summary_path, summary)
-        rows[variant] = summary
-    result = {
+def run_variant(config: ExperimentConfig, run_dir: Path, data_root: Path, progress: bool = True,
+                overwrite: bool = False) -> dict[str, Any]:
+    """One variant of a panel (``config`` as :func:`variant_config` gives it): train into ``run_dir``,
+    probe, score, and write ``run_dir/summary.json`` (the variant's finished record, with its config).
+
+    A finished run with the same config is reused as it is; an unfinished one (e.g. killed) is
+    resumed; ``overwrite`` moves an earlier run aside instead. Returns the summary."""
+    summary_path = Path(run_dir) / "summary.json"
+    earlier = None if overwrite else finished_record(summary_path, config.to_dict())  # same training, probe, evaluation
+    if earlier is not None:
+        log.info("%s: finished run found, reusing it", run_dir)
+        return earlier
+    start = time.perf_counter()
+    log.info("%s: training %s", run_dir, config.model_name)
+    fit = train(config, run_dir, data_root, resume=not overwrite, overwrite=overwrite, progress=progress)
+    train_seconds = time.perf_counter() - start
+    probe_result = evaluate(run_dir, data_root)
+    ll = measure_test_log_likelihood(run_dir, data_root)
+    summary = {
+        "model": config.model_name,
+        "mean_accuracy": probe_result["mean_accuracy"],
+        "per_value": probe_result["per_value"],
+        "invariance_mean_accuracy": probe_result["invariance"]["mean_accuracy"],
+        "test_log_likelihood": ll["test_log_likelihood"],
+        "test_log_likelihood_estimand": ll["settings"]["estimand"],
+        "best_val_iwae": fit.best_val,
+        "best_step": fit.best_step,
+        "steps": fit.step,
+        "train_seconds": train_seconds,
+        "config": config.to_dict(),
+    }
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def compare_result(base: ExperimentConfig, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``compare.json`` content of a panel from its variants' summaries (variant → summary)."""
+    return {
         "dataset": base.data.dataset,
         "family": base.data.family,
         "split": base.data.split,
@@ -249,9 +250,24 @@ def report(base: ExperimentConfig, variants: list[str], out: Path, data_root: Pa
         "variants": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in rows.items()},
         "paper_mean_accuracy": paper_probe_accuracy(base.data.dataset, base.data.family, base.data.split),
     }
+
+
+def write_compare(result: dict[str, Any], out: Path) -> None:
+    """``out/compare.json``, ``compare.png`` (overlaid, as the paper) and ``compare_grouped.png``."""
     atomic_write_json(out / "compare.json", result)
     plot_compare(result, out / "compare.png")  # the paper's overlaid style
     plot_compare(result, out / "compare_grouped.png", style="grouped")
+
+
+def report(base: ExperimentConfig, variants: list[str], out: Path, data_root: Path, progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Train, probe and score ``variants`` into ``out/<variant>/`` (:func:`run_variant`). A variant's finished
+    run with the same config is reused; an unfinished one is resumed; ``overwrite`` moves earlier runs aside instead."""
+    out = output_directory(out)
+    rows = {variant: run_variant(variant_config(base, variant), out / variant, data_root, progress=progress,
+                                 overwrite=overwrite) for variant in variants}
+    result = compare_result(base, rows)
+    write_compare(result, out)
     return result
 
 
