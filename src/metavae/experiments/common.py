@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,22 @@ from metavae.errors import ConfigError, RunDirectoryError
 from metavae.files import describe_os_error
 from metavae.models import MODELS, LatentVariableModel
 
-__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record"]
+__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record", "environment"]
 
 
 def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir`` if given, else ``$METAVAE_DATA``, else ``./data``."""
     return Path(data_dir) if data_dir is not None else default_data_root()
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Where a run ran, for its record: the device ``device`` (a ``train.device`` setting) resolves
+    to here, torch's version and intra-op threads, Python's version, the host's name and platform."""
+    from metavae.training.devices import resolve_device
+
+    return {"device": str(resolve_device(device, fallback=True)), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(), "host": platform.node(),
+            "platform": platform.platform(terse=True)}
 
 
 def _memory_bytes() -> int | None:

@@ -45,7 +45,7 @@ from metavae.config.schema import RunOfExperiment, TrainConfig
 from metavae.data import expfam
 from metavae.data.dataset_family import DatasetFamily
 from metavae.errors import ConfigError
-from metavae.experiments.common import finished_record, output_directory
+from metavae.experiments.common import environment, finished_record, output_directory
 from metavae.files import atomic_write_json, atomic_write_text
 from metavae.models.family_decoder import sufficient_statistic_model
 from metavae.training.checkpoint import load_checkpoint, load_model_state
@@ -385,7 +385,7 @@ def report(config: ExpFamConfig, out: Path, progress: bool = True, overwrite: bo
             t0 = time.perf_counter()
             fit = train(cfg, run, out / run, resume=not overwrite, overwrite=overwrite, progress=progress)
             earlier = {"steps": fit.step, "best_val_iwae": fit.best_val, "train_seconds": time.perf_counter() - t0,
-                       "config": cfg.training_dict()}
+                       "environment": environment(cfg.train.device), "config": cfg.training_dict()}
             atomic_write_json(done, earlier)
         trained[run] = earlier
     models = {run: load_run(out / run)[1] for run in trained}
@@ -398,7 +398,7 @@ def report(config: ExpFamConfig, out: Path, progress: bool = True, overwrite: bo
     summary = {"summary": summarise(rows), "training": {k: {kk: vv for kk, vv in v.items() if kk != "config"}
                                                          for k, v in trained.items()},
                "evaluation_seconds": time.perf_counter() - t0, "seconds": time.perf_counter() - start,
-               "config": config.to_dict()}
+               "environment": environment(config.train.device), "config": config.to_dict()}
     atomic_write_json(out / "summary.json", summary)
     return summary
 

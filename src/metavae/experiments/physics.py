@@ -42,7 +42,7 @@ from metavae.data.physics import TEST_PLANES, TRAIN_PLANES, InclinedPlane
 from metavae.data.physics_task import PhysicsTask, plane_name
 from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.exact_posterior import exact_posterior
-from metavae.experiments.common import finished_record, output_directory
+from metavae.experiments.common import environment, finished_record, output_directory
 from metavae.files import atomic_write_json, atomic_write_text
 from metavae.models.compiled_inference import CompiledInference, CompiledInferenceConfig
 from metavae.training.checkpoint import load_checkpoint, load_model_state
@@ -378,12 +378,14 @@ def report(config: PhysicsConfig, out: Path, progress: bool = True, overwrite: b
             raise ConfigError(f"{run_dir} was trained for {fit.step} steps, more than train.max_steps = {cfg.train.max_steps}; "
                               "use another --out, or --overwrite to train it afresh")
         record = {"steps": fit.step, "best_step": fit.best_step, "best_val_log_q": fit.best_val,
-                  "train_seconds": time.perf_counter() - start, "config": cfg.training_dict()}
+                  "train_seconds": time.perf_counter() - start, "environment": environment(cfg.train.device),
+                  "config": cfg.training_dict()}
         atomic_write_json(done, record)
         trained[variant] = record
     summary = evaluate({v: out / v for v in config.models}, out, config)
     summary["training"] = {v: {k: r[k] for k in ("steps", "best_step", "best_val_log_q", "train_seconds")}
                            for v, r in trained.items()}
+    summary["environment"] = environment(config.train.device)
     summary["config"] = config.to_dict()
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -31,7 +31,7 @@ from metavae.errors import CheckpointError, ConfigError
 from metavae.evaluation.linear_probe import probe
 from metavae.evaluation.log_likelihood import per_distribution_log_likelihood
 from metavae.evaluation.paper import paper_probe_accuracy
-from metavae.experiments.common import build_registered_model, finished_record, output_directory, resolve_data_root
+from metavae.experiments.common import build_registered_model, environment, finished_record, output_directory, resolve_data_root
 from metavae.files import atomic_write_json
 from metavae.models import MODELS, LatentVariableModel
 from metavae.plotting.compare import plot_compare
@@ -234,6 +234,7 @@ def run_variant(config: ExperimentConfig, run_dir: Path, data_root: Path, progre
         "best_step": fit.best_step,
         "steps": fit.step,
         "train_seconds": train_seconds,
+        "environment": environment(config.train.device),
         "config": config.to_dict(),
     }
     atomic_write_json(summary_path, summary)
