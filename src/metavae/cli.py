@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ import time
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
@@ -238,11 +239,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.preset}"
     if any(s.kind == "invariance" or (s.kind == "model" and s.config.data.dataset == "mnist") for s in specs):
         ensure_mnist(data_root)  # fetched if missing, as `metavae compare` does; the other data sets are only read
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
     outcomes = executor.run_manifest(specs, out, data_root, jobs=args.jobs, progress=_progress(args), engine=args.engine,
                                      address=args.address, cpus_per_run=args.cpus_per_run)
+    earlier = _read_json(out / "reproduce.json")
+    calls = earlier.get("invocations", []) if isinstance(earlier, dict) and earlier.get("preset") == args.preset else []
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "skipped", "failed", "blocked")}
+    calls.append({"started": started, "seconds": time.perf_counter() - start, "engine": args.engine, "jobs": args.jobs,
+                  "only": args.only or [], "counts": counts})
     atomic_write_json(out / "reproduce.json", {"preset": args.preset, "only": args.only or [], "jobs": args.jobs,
-                                               "engine": args.engine,
+                                               "engine": args.engine, "invocations": calls,
                                                "runs": {o.name: dataclasses.asdict(o) for o in outcomes}})
     print(executor.format_outcomes(outcomes))
     report = build_report(out)  # also of a partial run: the missing parts say so
@@ -254,8 +260,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or ``None`` if it is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    print(f"wrote {build_report(Path(args.dir))}")
+    print(f"wrote {build_report(Path(args.dir), args.to)}")
     return 0
 
 
@@ -387,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", help="REPORT.md of a `metavae reproduce` directory: every result beside the paper's, each number "
                 "with the file it comes from")
     p.add_argument("dir", metavar="DIR", help="the --out of metavae reproduce")
+    p.add_argument("--to", default=None, metavar="DEST", help="write REPORT.md, its figures and the runs' configs into DEST "
+                   "(e.g. docs/results) instead of DIR")
     p.set_defaults(func=cmd_report)
 
     p = command("demo", help="train MetaVAE on rotate/sparse (CPU preset) and probe it")

@@ -13,7 +13,8 @@ measured on each family (inner key). The spec (PAPER.md §2) gives each row as "
 (the other two)"; the other two are read in the order rotate, scale, shear (skew).
 
 :data:`PAPER_READINGS`: the file's entries as they are (lists of dicts with ``source``), including
-smallNORB's Table 1 row (the trained-family value only).
+smallNORB's Table 1 row (the trained-family value only), the physics claims (Fig. 1) and the
+exponential-family readings (Figs. 2–3); :func:`reading` finds one entry.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import Any
 
 from metavae.config.loading import parse_yaml
 
-__all__ = ["PAPER_PROBE_ACCURACY", "PAPER_INVARIANCE", "PAPER_READINGS", "READINGS_FILE", "load_readings", "paper_probe_accuracy"]
+__all__ = ["PAPER_PROBE_ACCURACY", "PAPER_INVARIANCE", "PAPER_READINGS", "READINGS_FILE", "load_readings", "paper_probe_accuracy", "reading"]
 
 #: the data file, relative to the package
 READINGS_FILE = "data/paper_readings.yaml"
 
-_KEYS = {"probe_accuracy": ("dataset", "family", "split", "source"), "invariance": ("dataset", "trained", "source")}
+_KEYS = {"probe_accuracy": ("dataset", "family", "split", "source"), "invariance": ("dataset", "trained", "source"),
+         "physics": ("quantity", "source"), "expfam": ("experiment", "family", "source")}
 
 
 def load_readings(text: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -69,3 +71,9 @@ def paper_probe_accuracy(dataset: str, family: str, split: str) -> dict[str, flo
     """The paper's mean probe accuracies of the panel ``(family, split)`` of ``dataset`` (model →
     accuracy); empty for a data set the paper did not use (e.g. Fashion-MNIST)."""
     return PAPER_PROBE_ACCURACY.get((family, split), {}) if dataset in ("mnist", "norb") else {}
+
+
+def reading(section: str, **match: str) -> dict[str, Any] | None:
+    """The entry of ``section`` whose keys equal ``match`` (e.g. ``reading("expfam", experiment="unseen",
+    family="beta")``), or ``None``."""
+    return next((e for e in PAPER_READINGS[section] if all(e.get(k) == v for k, v in match.items())), None)

@@ -1,22 +1,33 @@
 """``REPORT.md`` of a ``metavae reproduce`` directory: our numbers beside the paper's (``metavae report DIR``).
 
-Every number comes from a file of the directory, named in the table it appears in (``compare.json``,
-``summary.json``, ``invariance.json``, the runs' ``summary.json``); the only numbers not read from
-the directory are the paper's, from :data:`~metavae.evaluation.paper.PAPER_READINGS` (the readings
-file, each with its figure / table and panel). The figures embedded are the ones the experiments
-already wrote (``compare.png``, ``heatmaps.png``, ``ratios.png``, ``sweeps.png``). A part with no
-results yet says so; the sections are always there.
+Every number comes from a file of the directory, named in the table or sentence it appears in
+(``compare.json``, ``summary.json``, ``planes.csv``, ``sweep.csv``, ``invariance.json``, the runs'
+``summary.json`` and ``reproduce.json``); the only numbers not read from the directory are the
+paper's, from :data:`~metavae.evaluation.paper.PAPER_READINGS` (the readings file, each with its
+figure or table and panel). A part with no results yet says so; the sections are always there.
 
-Sections: header (library version, commit, preset and outcome of the runs from ``reproduce.json``),
-Fig. 6 (per panel: the figure and ours / paper / difference per model; then one summary table of
-every panel and model), Fig. 1 (physics, with the Bayes floor), Figs. 2–3 (exponential families,
-ratios to the exact posterior), Table 1 (invariance), and the runs (model, seed, device, steps,
-wall time, config file).
+Figures: the report draws its own Fig. 6 figures from ``compare.json`` (per panel, our probe
+accuracy per held-out value with the paper's mean as a dashed line per model; and one summary of
+every panel, ours beside the paper) into ``figures/``, and embeds the physics and
+exponential-family figures the experiments wrote (``heatmaps.png``, ``ratios.png``, ``sweeps.png``).
+
+``dest`` (``metavae report DIR --to DEST``, e.g. ``docs/results``): the report, its figures and the
+runs' ``config.yaml`` files are written there instead of into ``DIR``, so that the report can be
+committed without the checkpoints.
+
+Sections (:data:`SECTIONS`): header (library version, commit, preset, the invocations of
+``reproduce`` with their wall time), the summary of every panel and model, Fig. 6 per panel, Fig. 1
+(physics, with the Bayes floor and the paper's claim checked plane by plane), Figs. 2–3 (exponential
+families: ratios to the exact posterior, the Gaussian sweep at ±10 and the unseen families beside
+the paper), Table 1 (invariance), and the runs (model, seed, device, threads, steps, schedule, wall
+time, config file).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -24,27 +35,25 @@ from typing import Any
 
 from metavae import __version__
 from metavae.errors import RunDirectoryError
-from metavae.evaluation.paper import PAPER_READINGS
-from metavae.files import atomic_write_text
+from metavae.evaluation.paper import reading
+from metavae.files import atomic_write_text, describe_os_error
 
 __all__ = ["SECTIONS", "build_report", "paper_accuracy"]
 
-SECTIONS = ("## Fig. 6", "## Summary: every panel and model", "## Fig. 1", "## Figs. 2–3", "## Table 1", "## Runs")
+SECTIONS = ("## Summary: every panel and model", "## Fig. 6", "## Fig. 1", "## Figs. 2–3", "## Table 1", "## Runs")
 
 
 def paper_accuracy(dataset: str, family: str, split: str) -> tuple[dict[str, float], str | None]:
     """The paper's Fig. 6 readings of a panel of ``dataset`` (none for Fashion-MNIST) and their source."""
-    for e in PAPER_READINGS["probe_accuracy"]:
-        if (e["dataset"], e["family"], e["split"]) == (dataset, family, split):
-            return {k: v for k, v in e.items() if k not in ("dataset", "family", "split", "source")}, e["source"]
-    return {}, None
+    e = reading("probe_accuracy", dataset=dataset, family=family, split=split)
+    if e is None:
+        return {}, None
+    return {k: v for k, v in e.items() if k not in ("dataset", "family", "split", "source")}, e["source"]
 
 
 def _paper_invariance(trained: str, measured: str) -> float | None:
-    for e in PAPER_READINGS["invariance"]:
-        if (e["dataset"], e["trained"]) == ("mnist", trained):
-            return e.get(measured)
-    return None
+    e = reading("invariance", dataset="mnist", trained=trained)
+    return None if e is None else e.get(measured)
 
 
 def _read(path: Path) -> Any:
@@ -52,6 +61,14 @@ def _read(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _num(value: Any, fmt: str = ".3f") -> str:
@@ -67,17 +84,51 @@ def _commit() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
+class _Files:
+    """Where the report reads (``root``) and writes (``dest``): figures and configs it refers to are
+    copied into ``dest`` when it differs from ``root``, under the same relative paths."""
+
+    def __init__(self, root: Path, dest: Path) -> None:
+        self.root, self.dest = root, dest
+
+    def figure(self, rel: str) -> str:
+        """Embed ``root/rel`` (copied into ``dest`` if need be); returns the markdown link target."""
+        self.copy(rel)
+        return rel
+
+    def copy(self, rel: str) -> None:
+        src, dst = self.root / rel, self.dest / rel
+        if src.resolve() == dst.resolve() or not src.is_file():
+            return
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot copy {src} into {self.dest}: {describe_os_error(exc)}") from exc
+
+
 def _header(root: Path) -> list[str]:
     status = _read(root / "reproduce.json")
     lines = ["# Reproducing Wu et al. (AAAI 2020), Meta-Amortized Variational Inference and Learning", "",
-             f"metavae {__version__}, commit {_commit()}; written {time.strftime('%Y-%m-%d %H:%M %Z')} from `{root}`.",
+             f"metavae {__version__}, commit {_commit()}; written {time.strftime('%Y-%m-%d %H:%M %Z')} by `metavae report`.",
              "Paper numbers: `metavae/data/paper_readings.yaml` (each with its figure or table and panel; Fig. 6 bars "
-             "read off the plots, about ±0.02). Every other number: the file named in its table."]
+             "read off the plots, about ±0.02). Every other number: the file named beside it, relative to the "
+             "`metavae reproduce --out` directory.", ""]
     if isinstance(status, dict) and isinstance(status.get("runs"), dict):
         runs = status["runs"].values()
         counts = {s: sum(r.get("status") == s for r in runs) for s in ("finished", "skipped", "failed", "blocked")}
-        lines.append(f"Preset `{status.get('preset')}` (`reproduce.json`): " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                     + f"; {sum(r.get('seconds', 0.0) for r in runs) / 3600:.2f} h of run time in the last invocation.")
+        lines.append(f"Preset `{status.get('preset')}` (`reproduce.json`), last invocation: "
+                     + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
+        calls = [c for c in status.get("invocations", []) if isinstance(c, dict)]
+        if calls:
+            lines += ["", "| invocation started | engine | jobs | runs finished / skipped / failed / blocked | wall time (h) |",
+                      "|---|---|---|---|---|"]
+            for c in calls:
+                n = c.get("counts", {})
+                lines.append(f"| {c.get('started')} | {c.get('engine')} | {c.get('jobs')} | "
+                             f"{n.get('finished', 0)} / {n.get('skipped', 0)} / {n.get('failed', 0)} / {n.get('blocked', 0)} | "
+                             f"{c.get('seconds', 0.0) / 3600:.2f} |")
+            lines.append(f"| total | | | | {sum(c.get('seconds', 0.0) for c in calls) / 3600:.2f} |")
     return [*lines, ""]
 
 
@@ -87,45 +138,92 @@ def _panels(root: Path) -> list[tuple[str, dict[str, Any]]]:
         result = _read(path)
         if isinstance(result, dict) and isinstance(result.get("variants"), dict):
             out.append((path.relative_to(root).as_posix(), result))
-    return out
+    order = {"mnist": 0, "fashion_mnist": 1, "norb": 2}
+    splits = {"interleaved": 0, "sparse": 1, "contiguous": 2}
+    return sorted(out, key=lambda p: (order.get(p[0].split("/")[0], 9), p[1]["family"], splits.get(p[1]["split"], 9)))
 
 
-def _fig6(root: Path) -> tuple[list[str], list[str]]:
+def _fig6(root: Path, files: _Files) -> tuple[list[str], list[str]]:
+    from metavae.plotting.compare import plot_compare, plot_panel_summary
+
     panels = _panels(root)
-    fig = ["## Fig. 6: linear probe on held-out transformations", ""]
-    summary = ["## Summary: every panel and model", "",
-               "| panel | model | ours | paper | ours − paper | source |", "|---|---|---|---|---|---|"]
+    fig = ["## Fig. 6: linear probe on held-out transformations", "",
+           "Per panel: our probe accuracy per held-out value (bars, one colour per model) and the paper's mean over "
+           "the held-out values (dashed lines, where the paper has the model).", ""]
+    summary = ["## Summary: every panel and model", ""]
+    table = ["| panel | model | ours | paper | ours − paper | source |", "|---|---|---|---|---|---|"]
     if not panels:
-        fig.append("No panel has finished yet (no `<dataset>/<panel>/compare.json`).")
-        summary = [*summary[:2], "No panel has finished yet."]
+        return [*fig, "No panel has finished yet (no `<dataset>/<panel>/compare.json`)."], [*summary, "No panel has finished yet.", ""]
+    (files.dest / "figures").mkdir(parents=True, exist_ok=True)
+    bars: list[tuple[str, dict[str, tuple[float, float | None]]]] = []
     for rel, result in panels:
         dataset = rel.split("/")[0]
         paper, source = paper_accuracy(dataset, result["family"], result["split"])
+        name = f"figures/fig6_{dataset}_{result['family']}_{result['split']}.png"
+        plot_compare(result, files.dest / name, style="grouped", paper=paper)
         fig += [f"### {dataset} {result['family']} / {result['split']} (seed {result['seed']})", "",
-                f"![{rel}]({Path(rel).with_name('compare.png').as_posix()})", "",
+                f"![{rel}]({name})", "",
                 "| model | probe accuracy | paper | difference | ref-classifier accuracy | test IWAE |",
                 "|---|---|---|---|---|---|"]
+        row_bars: dict[str, tuple[float, float | None]] = {}
         for variant, row in result["variants"].items():
             ours = row["mean_accuracy"]
             ref = paper.get(row["model"]) if variant == row["model"] else None  # vae_per_distribution is no paper model
             diff = None if ref is None else ours - ref
+            row_bars[variant] = (ours, ref)
             fig.append(f"| {variant} | {ours:.3f} | {_num(ref, '.2f')} | {_num(diff, '+.3f')} | "
                        f"{row['invariance_mean_accuracy']:.3f} | {row['test_log_likelihood']:.2f} |")
-            summary.append(f"| {dataset} {result['family']}/{result['split']} | {variant} | {ours:.3f} | {_num(ref, '.2f')} | "
-                           f"{_num(diff, '+.3f')} | `{rel}`{'; ' + source if ref is not None else ''} |")
-        fig += ["", f"Numbers: `{rel}`; paper: {source or 'no reading for this data set'}.", ""]
-    return fig, [*summary, ""]
+            table.append(f"| {dataset} {result['family']}/{result['split']} | {variant} | {ours:.3f} | {_num(ref, '.2f')} | "
+                         f"{_num(diff, '+.3f')} | `{rel}`{'; ' + source if ref is not None else ''} |")
+        bars.append((f"{dataset} {result['family']}/{result['split']}", row_bars))
+        fig += ["", f"Numbers: `{rel}`; paper: {source or 'no reading for this data set'}. Ref-classifier accuracy: "
+                "one classifier fitted on the codes of the reference (untransformed) images, tested on every held-out "
+                "value's codes (each run's `probe.json`).", ""]
+    plot_panel_summary(bars, files.dest / "figures/fig6_summary.png")
+    wins = [(label, row) for label, row in bars if "metavae" in row and len(row) > 1]
+    best = sum(row["metavae"][0] >= max(v[0] for k, v in row.items() if k != "metavae") for _, row in wins)
+    summary += ["![every panel](figures/fig6_summary.png)", "",
+                f"MetaVAE has the highest mean held-out probe accuracy of the models in {best} of {len(wins)} panels.", "",
+                *table, ""]
+    return fig, summary
 
 
-def _physics(root: Path) -> list[str]:
+def _physics_claim(rows: list[dict[str, str]], variant: str) -> list[str]:
+    """The paper's Fig. 1 claims checked plane by plane against ``planes.csv``."""
+    bound = reading("physics", quantity="metavae_mse_bound")
+    scale = reading("physics", quantity="heatmap_scale")
+    lines = []
+    if bound and rows and f"mse_{variant}" in rows[0]:
+        region = [r for r in rows if bound["angle_min"] <= float(r["angle"]) <= bound["angle_max"]
+                  and bound["length_min"] <= float(r["length"]) <= bound["length_max"]]
+        ours = sum(float(r[f"mse_{variant}"]) < bound["mse_below"] for r in region)
+        floor = sum(float(r["mse_bayes"]) < bound["mse_below"] for r in region)
+        worst = max(region, key=lambda r: float(r[f"mse_{variant}"]))
+        lines.append(f"The paper ({bound['source']}): MSE < {bound['mse_below']:g} on every plane with "
+                     f"A ∈ [{bound['angle_min']:g}, {bound['angle_max']:g}], L ∈ [{bound['length_min']:g}, {bound['length_max']:g}]. "
+                     f"Here, of the {len(region)} test planes there: ours below it on {ours}, the exact posterior (the "
+                     f"floor for any estimator) on {floor}; our worst plane there L = {float(worst['length']):g}, "
+                     f"A = {float(worst['angle']):g}: MSE {float(worst[f'mse_{variant}']):.4f} against the floor's "
+                     f"{float(worst['mse_bayes']):.4f} (`physics/planes.csv`).")
+    if scale and rows:
+        tops = {k: max(float(r[f"mse_{v}"]) for r in rows) for k, v in (("metavae", variant), ("baseline", "baseline"))
+                if f"mse_{v}" in rows[0]}
+        lines.append("Worst plane over the whole grid (the top of a heatmap's scale): ours "
+                     + ", ".join(f"{k} {v:.3f} (paper ≈{scale[k]:g})" for k, v in tops.items())
+                     + f"; the exact posterior {max(float(r['mse_bayes']) for r in rows):.3f} ({scale['source']}).")
+    return lines
+
+
+def _physics(root: Path, files: _Files) -> list[str]:
     lines = ["## Fig. 1: compiled inference on the inclined plane", ""]
     s = _read(root / "physics" / "summary.json")
     if not isinstance(s, dict) or "variants" not in s:
         return [*lines, "Not finished yet (no `physics/summary.json`).", ""]
-    lines += ["![heatmaps](physics/heatmaps.png)", "", "![ratios](physics/ratios.png)", "",
-              f"MSE of the posterior mean against the exact posterior's (the Bayes floor, mean MSE "
-              f"{s['mean_mse_bayes_all']:.5f} over {s['planes']} planes); training range: {s['planes_in_training_range']} planes. "
-              "The paper reports MetaVAE MSE < 0.001 for A ∈ [20, 70], part of it below this floor (PAPER.md §3).", "",
+    heat, ratios = files.figure("physics/heatmaps.png"), files.figure("physics/ratios.png")
+    lines += [f"![heatmaps]({heat})", "", f"![ratios]({ratios})", "",
+              f"MSE of the posterior mean over {s['planes']} test planes against the exact posterior's (the Bayes floor, "
+              f"mean MSE {s['mean_mse_bayes_all']:.5f}); ratio = variant MSE / floor MSE on the same boxes; training range: "
+              f"{s['planes_in_training_range']} planes.", "",
               "| variant | median ratio (all) | max ratio in range | planes ≤ 1.2× in range | 90 % coverage in range | mean MSE |",
               "|---|---|---|---|---|---|"]
     for v, r in s["variants"].items():
@@ -133,18 +231,21 @@ def _physics(root: Path) -> list[str]:
         lines.append(f"| {v} | {r['median_ratio_all']:.3f} | {_num(r['max_ratio_in_range'])} | "
                      f"{r['planes_within_1.2_in_range']}/{s['planes_in_training_range']} | {_num(cov[0])}–{_num(cov[1])} | "
                      f"{r['mean_mse_all']:.5f} |")
-    lines.append(f"| exact posterior (floor) | 1.000 | 1.000 | — | — | {s['mean_mse_bayes_all']:.5f} |")
-    return [*lines, "", "Numbers: `physics/summary.json` (per plane: `physics/planes.csv`).", ""]
+    lines += [f"| exact posterior (floor) | 1.000 | 1.000 | — | — | {s['mean_mse_bayes_all']:.5f} |", "",
+              "Numbers: `physics/summary.json` (per plane: `physics/planes.csv`).", ""]
+    claim = _physics_claim(_read_csv(root / "physics" / "planes.csv"), "meta")
+    return [*lines, *(f"{c}\n" for c in claim)]
 
 
-def _expfam(root: Path) -> list[str]:
+def _expfam(root: Path, files: _Files) -> list[str]:
     lines = ["## Figs. 2–3: sufficient statistics of exponential families", ""]
     s = _read(root / "expfam" / "summary.json")
     if not isinstance(s, dict) or "summary" not in s:
         return [*lines, "Not finished yet (no `expfam/summary.json`).", ""]
-    lines += ["![sweeps](expfam/sweeps.png)", "",
+    lines += [f"![sweeps]({files.figure('expfam/sweeps.png')})", "",
               "Ratio = MSE / the exact posterior's (given x) on the same observations; reach: the first swept θ beyond "
-              "the training range where the ratio exceeds 2 (— : never).", "",
+              "the training range where the ratio exceeds 2 (— : never). Estimators `mle_x` and `mle_x_and_context` are "
+              "the references (the MLE from x, and from x with its context set).", "",
               "| family | estimator | max ratio in range | median ratio in range | reach below | reach above |",
               "|---|---|---|---|---|---|"]
     unseen = []
@@ -155,12 +256,30 @@ def _expfam(root: Path) -> list[str]:
                 lines.append(f"| {family} | {name} | {_num(r['max_ratio_in_range'])} | {_num(r['median_ratio_in_range'])} | "
                              f"{_num(reach['below'], 'g')} | {_num(reach['above'], 'g')} |")
             else:
-                unseen.append(f"| {family} | {name} | {r['theta']:g} | {r['mse']:.3g} |")
+                paper = reading("expfam", experiment="unseen", family=family)
+                ref = paper.get("metavae_many") if paper and name == "many_metavae" and paper["theta"] == r["theta"] else None
+                unseen.append(f"| {family} | {name} | {r['theta']:g} | {r['mse']:.3g} | {_num(ref, 'g')} |")
+    lines += ["", "Numbers: `expfam/summary.json` (per θ: `expfam/sweep.csv`).", ""]
+    gauss = reading("expfam", experiment="gaussian_sweep", family="gaussian")
+    sweep = _read_csv(root / "expfam" / "sweep.csv")
+    if gauss and sweep:
+        at = {(r["estimator"], float(r["theta"])): float(r["mse"]) for r in sweep if r["family"] == "gaussian"}
+        cells = []
+        for est, paper in (("single_gaussian_metavae", f"≈{gauss['metavae']:g}"),
+                           ("single_gaussian_vae", f"≈{gauss['vae_low']:g}–{gauss['vae_high']:g}")):
+            ends = [at.get((est, t)) for t in (-gauss["theta"], gauss["theta"])]
+            if None not in ends:
+                cells.append(f"| {est} | {ends[0]:.3g} | {ends[1]:.3g} | {paper} |")
+        if cells:
+            lines += [f"Gaussian means at ±{gauss['theta']:g}, outside the training range ({gauss['source']}; "
+                      "numbers: `expfam/sweep.csv`):", "",
+                      f"| estimator | MSE at −{gauss['theta']:g} | MSE at +{gauss['theta']:g} | paper |", "|---|---|---|---|",
+                      *cells, ""]
     if unseen:
-        lines += ["", "Families never trained on (the paper, Fig. 3: MSE at parameter 5 ≈ 25 Beta, 23 Weibull, 27 "
-                  "Laplace for the 90-distribution MetaVAE):", "", "| family | estimator | θ | MSE |", "|---|---|---|---|",
-                  *unseen]
-    return [*lines, "", "Numbers: `expfam/summary.json` (per θ: `expfam/sweep.csv`).", ""]
+        lines += ["Families never trained on, read off a frozen encoder (paper: Fig. 3, the 90-distribution MetaVAE; "
+                  "numbers: `expfam/summary.json`):", "",
+                  "| family | estimator | θ | MSE | paper |", "|---|---|---|---|---|", *unseen, ""]
+    return lines
 
 
 def _invariance(root: Path) -> list[str]:
@@ -185,36 +304,63 @@ def _invariance(root: Path) -> list[str]:
             "so the normalised columns (distance / between-image distance) are the comparable ones.", ""]
 
 
-def _runs(root: Path) -> list[str]:
-    lines = ["## Runs", "", "| run | model | seed | train.device | steps (best) | train time (s) | config |", "|---|---|---|---|---|---|---|"]
+def _where(record: dict[str, Any]) -> tuple[str, str]:
+    env = record.get("environment") or {}
+    device = env.get("device") or (record.get("config", {}).get("train", {}).get("device", "?") + " (setting)")
+    return device, str(env.get("threads", "—"))
+
+
+def _runs(root: Path, files: _Files) -> list[str]:
+    lines = ["## Runs", "", "Every training run: its seed, the device it ran on and torch's threads, its length (the "
+             "best validation step in parentheses), schedule and wall time of training, and its config.", "",
+             "| run | model | seed | device | threads | steps (best) | lr | batch | train time (s) | config |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    header = len(lines)
     for path in sorted(root.glob("*/*/*/summary.json")):
         s = _read(path)
         if not isinstance(s, dict) or "config" not in s:
             continue
         rel = path.parent.relative_to(root).as_posix()
         train = s["config"].get("train", {})
-        lines.append(f"| {rel} | {s.get('model')} | {train.get('seed')} | {train.get('device', 'cpu')} | "
-                     f"{s.get('steps')} ({s.get('best_step')}) | {s.get('train_seconds', 0):.0f} | `{rel}/config.yaml` |")
+        device, threads = _where(s)
+        files.copy(f"{rel}/config.yaml")
+        lines.append(f"| {rel} | {s.get('model')} | {train.get('seed')} | {device} | {threads} | "
+                     f"{s.get('steps')} ({s.get('best_step')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
+                     f"{s.get('train_seconds', 0):.0f} | [`{rel}/config.yaml`]({rel}/config.yaml) |")
     for part in ("physics", "expfam"):
         s = _read(root / part / "summary.json")
-        if isinstance(s, dict) and isinstance(s.get("training"), dict):
-            train = s.get("config", {}).get("train", {})
-            for name, t in s["training"].items():
-                lines.append(f"| {part}/{name} | {part} | {train.get('seed')} | {train.get('device', 'cpu')} | "
-                             f"{t.get('steps')} ({t.get('best_step', '—')}) | {t.get('train_seconds', 0):.0f} | "
-                             f"`{part}/{name}/config.yaml` |")
-    if len(lines) == 4:
-        lines.append("| (no finished run yet) | | | | | | |")
+        if not isinstance(s, dict) or not isinstance(s.get("training"), dict):
+            continue
+        train = s.get("config", {}).get("train", {})
+        for name, t in s["training"].items():
+            done = _read(root / part / name / "finished.json") or {}
+            device, threads = _where({**done, "environment": done.get("environment") or s.get("environment"),
+                                      "config": {"train": train}})
+            files.copy(f"{part}/{name}/config.yaml")
+            lines.append(f"| {part}/{name} | {part} | {train.get('seed')} | {device} | {threads} | "
+                         f"{t.get('steps')} ({t.get('best_step', '—')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
+                         f"{t.get('train_seconds', 0):.0f} | [`{part}/{name}/config.yaml`]({part}/{name}/config.yaml) |")
+    if len(lines) == header:
+        lines.append("| (no finished run yet) | | | | | | | | | |")
     return [*lines, ""]
 
 
-def build_report(root: str | Path) -> Path:
-    """Write ``<root>/REPORT.md`` from the files under ``root``; returns its path."""
+def build_report(root: str | Path, dest: str | Path | None = None) -> Path:
+    """Write ``REPORT.md`` from the files under ``root`` into ``dest`` (default ``root``), with the
+    figures it embeds and the configs it links; returns its path."""
     root = Path(root)
     if not root.is_dir():
         raise RunDirectoryError(f"{root} is not a directory: give the --out of `metavae reproduce`")
-    fig6, summary = _fig6(root)
-    text = "\n".join([*_header(root), *summary, *fig6, *_physics(root), *_expfam(root), *_invariance(root), *_runs(root)])
-    path = root / "REPORT.md"
+    dest = root if dest is None else Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create {dest}: {describe_os_error(exc)}") from exc
+    files = _Files(root, dest)
+    fig6, summary = _fig6(root, files)
+    text = "\n".join([*_header(root), *summary, *fig6, *_physics(root, files), *_expfam(root, files), *_invariance(root),
+                      *_runs(root, files)])
+    path = dest / "REPORT.md"
     atomic_write_text(path, text)
     return path
+
