@@ -208,6 +208,10 @@ def test_cli_runs_the_manifest_and_fails_with_one_line(fake, tmp_path, monkeypat
     printed = capsys.readouterr().out
     assert "0 finished, 5 skipped, 0 failed, 0 blocked" in printed and f"and {out / 'REPORT.md'}" in printed
     assert "## Fig. 6" in (out / "REPORT.md").read_text()
+    calls = json.loads((out / "reproduce.json").read_text())["invocations"]  # every invocation, with its wall time
+    assert [(c["counts"]["finished"], c["counts"]["skipped"], c["counts"]["failed"], c["only"]) for c in calls] == \
+        [(3, 0, 1, []), (2, 0, 0, ["e"]), (0, 5, 0, [])]
+    assert all(c["seconds"] > 0 and c["engine"] == "local" for c in calls)
     assert main(["report", str(out)]) == 0 and capsys.readouterr().out == f"wrote {out / 'REPORT.md'}\n"
     assert main(["report", str(out / "nope")]) == 2
     assert capsys.readouterr().err.startswith(f"metavae: error: {out / 'nope'} is not a directory")
