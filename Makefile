@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 MUTATION_STAMP := $(VENV)/.installed-mutation
 
 DOCS_STAMP := $(VENV)/.installed-docs
+RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: setup data demo test test-slow bench docs mutate mutate-results clean
+.PHONY: setup data demo test test-slow test-ray bench docs mutate mutate-results clean
 
 # torch is pinned to the CPU build first so that the package's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -31,6 +32,15 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,ray]"
+	touch $(RAY_STAMP)
+
+# The Ray engine of `metavae reproduce` on a local Ray instance (ray is an optional extra, so
+# `make test` skips this test when ray is absent).
+test-ray: setup $(RAY_STAMP)
+	$(BIN)/python -m pytest tests/test_executor.py -k ray_engine_gives_the_local_results
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
