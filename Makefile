@@ -40,7 +40,7 @@ $(RAY_STAMP): $(STAMP)
 # The Ray engine of `metavae reproduce` on a local Ray instance (ray is an optional extra, so
 # `make test` skips this test when ray is absent).
 test-ray: setup $(RAY_STAMP)
-	$(BIN)/python -m pytest tests/test_executor.py -k ray_engine_gives_the_local_results
+	METAVAE_REQUIRE_RAY=1 $(BIN)/python -m pytest tests/test_executor.py -k ray_engine_gives_the_local_results
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py

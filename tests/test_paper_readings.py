@@ -29,14 +29,36 @@ def test_spot_values_of_the_spec():  # PAPER.md §2: Fig. 6 table and Table 1
     assert norb == {"elevation": 0.39, "azimuth": 0.44, "lighting": 0.26}
 
 
-@pytest.mark.parametrize("text", [
-    "probe_accuracy: []\n",
-    "probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, metavae: 0.9}]\ninvariance: []\n",
-    "probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, source: x, metavae: high}]\ninvariance: []\n",
+REST = "invariance: []\nphysics: []\nexpfam: []\n"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("probe_accuracy: []\n", "expected the sections"),
+    ("probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, metavae: 0.9}]\n" + REST, "needs dataset, family, split, source"),
+    ("probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, source: x, metavae: high}]\n" + REST, "numbers for the rest"),
+    ("probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, source: x}]\n" + REST, "numbers for the rest"),
+    ("probe_accuracy: [{dataset: mnist, family: rotate, split: sparse, source: x, metavae: 0.9},"
+     " {dataset: mnist, family: rotate, split: sparse, source: y, metavae: 0.8}]\n" + REST, "two entries for"),
 ])
-def test_a_malformed_file_is_refused(text):
-    with pytest.raises(ValueError, match="paper_readings.yaml"):
+def test_a_malformed_file_is_refused(text, match):
+    with pytest.raises(ValueError, match=match):
         paper.load_readings(text)
+
+
+def test_a_well_formed_file_is_read():
+    entry = "{dataset: mnist, family: rotate, split: sparse, source: x, metavae: 0.9}"
+    assert paper.load_readings(f"probe_accuracy: [{entry}]\n" + REST)["probe_accuracy"][0]["metavae"] == 0.9
+
+
+def test_physics_and_expfam_readings_of_the_spec():  # PAPER.md §3 and §4
+    bound = paper.reading("physics", quantity="metavae_mse_bound")
+    assert (bound["angle_min"], bound["angle_max"], bound["length_min"], bound["length_max"], bound["mse_below"]) == (20, 70, 2, 20, 0.001)
+    assert paper.reading("physics", quantity="heatmap_scale")["baseline"] == 0.29
+    assert {f: paper.reading("expfam", experiment="unseen", family=f)["metavae_many"] for f in ("beta", "weibull", "laplace")} == \
+        {"beta": 25, "weibull": 23, "laplace": 27}
+    gauss = paper.reading("expfam", experiment="gaussian_sweep", family="gaussian")
+    assert (gauss["theta"], gauss["metavae"], gauss["vae_low"], gauss["vae_high"]) == (10, 40, 95, 157)
+    assert paper.reading("expfam", experiment="unseen", family="gaussian") is None
 
 
 def test_shipped_as_package_data():

@@ -106,8 +106,10 @@ def test_report_of_tiny_finished_runs(finished):
     # Runs: seed, the device it ran on, threads, steps, schedule
     run = json.loads((out / "mnist/scale_sparse/metavae/summary.json").read_text())
     assert run["environment"]["device"] == "cpu"
+    assert run["environment"]["commit"] != "" and run["environment"]["metavae"]
     assert (f"| mnist/scale_sparse/metavae | metavae | 0 | cpu | {run['environment']['threads']} | "
-            f"{run['steps']} ({run['best_step']}) | {run['config']['train']['lr']:g} |") in text
+            f"{run['environment']['commit']} | {run['steps']} ({run['best_step']}) | {run['config']['train']['lr']:g} |") in text
+    assert "smallNORB row (trained-family distances: elevation 0.39, azimuth 0.44, lighting 0.26) is not measured" in text
     assert "| physics/meta | physics | 0 | cpu |" in text and "| expfam/single_gaussian_vae | expfam | 0 | cpu |" in text
 
 
@@ -148,3 +150,13 @@ def test_report_of_an_empty_directory_has_every_section(tmp_path):
 def test_report_refuses_a_missing_directory(tmp_path):
     with pytest.raises(RunDirectoryError, match="is not a directory"):
         build_report(tmp_path / "nope")
+
+
+def test_a_damaged_record_is_one_line_naming_the_section(finished, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(finished, root)
+    compare = json.loads((root / "mnist/rotate_sparse/compare.json").read_text())
+    del compare["variants"]["metavae"]["mean_accuracy"]
+    (root / "mnist/rotate_sparse/compare.json").write_text(json.dumps(compare))
+    with pytest.raises(RunDirectoryError, match=r"the Fig\. 6 section reads has unexpected content \(KeyError: 'mean_accuracy'\)"):
+        build_report(root)

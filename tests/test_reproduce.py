@@ -8,6 +8,7 @@ import pytest
 
 from metavae.config import ExperimentConfig, experiment_from_dict, flatten, load_config
 from metavae.data.families import FAMILIES
+from metavae.data.norb import EXPECTED_FILES
 from metavae.errors import ConfigError
 from metavae.evaluation.invariance import InvarianceConfig, invariance_config
 from metavae.experiments import expfam, physics
@@ -21,10 +22,12 @@ NORB_PANELS = [f"{f}_{s}" for f in rp.NORB_FAMILIES for s in rp.SPLITS]
 
 @pytest.fixture
 def every_dataset(tmp_path, monkeypatch) -> Path:
-    """A data root where Fashion-MNIST and smallNORB count as present (a raw smallNORB file; Fashion's check spied)."""
+    """A data root where Fashion-MNIST and smallNORB count as present (the six smallNORB file names, empty:
+    presence is decided by the names, the reader checks the content; Fashion's check spied)."""
     root = tmp_path / "data"
     (root / "smallNORB" / "raw").mkdir(parents=True)
-    (root / "smallNORB" / "raw" / "placeholder").write_bytes(b"")
+    for name in EXPECTED_FILES:
+        (root / "smallNORB" / "raw" / f"{name}.gz").write_bytes(b"")
     monkeypatch.setattr(rp, "files_ok", lambda r, dataset="MNIST": dataset == "FashionMNIST" and Path(r) == root)
     return root
 
@@ -142,3 +145,22 @@ def test_format_manifest_lists_every_run(tmp_path):
     assert len(lines) == len(specs)
     assert lines[0].startswith("mnist/rotate_interleaved/metavae ") and "600 steps" in lines[0]
     assert lines[-1].startswith("invariance ")
+
+
+def test_smallnorb_counts_only_with_its_six_files_or_its_cache(tmp_path):
+    raw = tmp_path / "smallNORB" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "stray.txt").write_text("not a smallNORB file")
+    names = sorted(EXPECTED_FILES)
+    for name in names[:-1]:
+        (raw / name).write_bytes(b"")
+    assert not any(s.name.startswith("norb/") for s in rp.manifest("cpu", tmp_path))  # five of six
+    (raw / f"{names[-1]}.gz").write_bytes(b"")
+    assert len([s for s in rp.manifest("cpu", tmp_path) if s.name.startswith("norb/")]) == 9 * 7
+    for name in names:
+        for path in (raw / name, raw / f"{name}.gz"):
+            path.unlink(missing_ok=True)
+    cache = tmp_path / "smallNORB" / "processed" / "smallnorb-32x32.npz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"")
+    assert len([s for s in rp.manifest("cpu", tmp_path) if s.name.startswith("norb/")]) == 9 * 7

@@ -43,7 +43,12 @@ def load_readings(text: str | None = None) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(raw, dict) or set(raw) != set(_KEYS):
         raise ValueError(f"{source}: expected the sections {', '.join(_KEYS)}")
     for section, keys in _KEYS.items():
+        seen = set()
         for entry in raw[section]:
+            identity = tuple(entry.get(k) for k in keys if k != "source")
+            if identity in seen:
+                raise ValueError(f"{source}: {section} has two entries for {identity}; keep one")
+            seen.add(identity)
             missing = [k for k in keys if not entry.get(k)]
             values = {k: v for k, v in entry.items() if k not in keys}
             if missing or not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from metavae.errors import ConfigError, RunDirectoryError
 from metavae.files import describe_os_error
 from metavae.models import MODELS, LatentVariableModel
 
-__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record", "environment"]
+__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record", "environment", "source_commit"]
 
 
 def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -24,12 +25,30 @@ def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(data_dir) if data_dir is not None else default_data_root()
 
 
+def source_commit() -> str:
+    """``git describe --always --dirty`` of the checkout this package is imported from (an editable
+    install), or ``"unknown"`` (an installed wheel, no git)."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=package, capture_output=True, text=True,
+                              timeout=10, check=False)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=package, capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    ours = top.returncode == 0 and (Path(top.stdout.strip()) / "src" / "metavae").resolve() == package
+    return done.stdout.strip() if ours and done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
 def environment(device: str) -> dict[str, Any]:
-    """Where a run ran, for its record: the device ``device`` (a ``train.device`` setting) resolves
-    to here, torch's version and intra-op threads, Python's version, the host's name and platform."""
+    """Where and with what a run ran, for its record: the device ``device`` (a ``train.device``
+    setting) resolves to here, this library's version and commit, torch's version and intra-op
+    threads, Python's version, the host's name and platform."""
+    from metavae import __version__
     from metavae.training.devices import resolve_device
 
-    return {"device": str(resolve_device(device, fallback=True)), "torch": torch.__version__,
+    return {"device": str(resolve_device(device, fallback=True)), "metavae": __version__, "commit": source_commit(),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "host": platform.node(),
             "platform": platform.platform(terse=True)}
 

@@ -191,17 +191,34 @@ class _Ray(cf.Executor):
         except ImportError:
             raise ConfigError("--engine ray needs Ray: pip install 'metavae[ray]' (or use the local engine)") from None
         if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            try:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds (ConnectionError, RuntimeError, ValueError)
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise ConfigError(f"--engine ray: cannot start or join {where} ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:200]}); check --address, or use the local engine") from None
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.cpus = cpus_per_run
-        self._task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=0)
+        task = ray.remote(_execute)
+        self._train = task.options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=0)  # a GPU for the runs that train
+        self._other = task.options(num_cpus=1, num_gpus=0, max_retries=0)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:  # type: ignore[override]
         assert fn is _execute, "the Ray engine runs manifest entries only"
-        return self._task.remote(*args, threads=self.cpus).future()
+        trains = args[0].kind in ("model", "physics", "expfam")
+        return (self._train if trains else self._other).remote(*args, threads=self.cpus if trains else 1).future()
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's limit), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _reason(exc: BaseException) -> str:
+    exc = getattr(exc, "cause", None) or exc  # a Ray task error wraps the run's own exception
     text = " ".join(str(exc).split())[:300]
     return text if isinstance(exc, MetaVAEError) else f"{type(exc).__name__}: {text}"
 
@@ -215,7 +232,7 @@ def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_roo
     (``jobs`` Ray tasks in flight on the instance at ``address``, ``cpus_per_run`` CPUs each).
 
     Every dependency must be in ``specs`` (:func:`~metavae.experiments.reproduce.select` adds them)."""
-    out, data_root = Path(out), Path(data_root)
+    out, data_root = Path(out).resolve(), Path(data_root).resolve()  # tasks on other nodes or working directories
     by_name = {s.name: s for s in specs}
     for s in specs:
         missing = [d for d in s.depends if d not in by_name]
@@ -231,7 +248,7 @@ def run_manifest(specs: Sequence[RunSpec], out: str | os.PathLike[str], data_roo
     running: dict[cf.Future, tuple[RunSpec, cf.Executor]] = {}
     attempts: dict[str, int] = {}
     errors: dict[str, list[str]] = {}
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, _usable_cpus() // jobs)
 
     def new_pool() -> cf.Executor:
         if engine == "ray":

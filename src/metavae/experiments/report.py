@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from metavae import __version__
 from metavae.errors import RunDirectoryError
 from metavae.evaluation.paper import reading
+from metavae.experiments.common import source_commit
 from metavae.files import atomic_write_text, describe_os_error
 
 __all__ = ["SECTIONS", "build_report", "paper_accuracy"]
@@ -49,6 +50,12 @@ def paper_accuracy(dataset: str, family: str, split: str) -> tuple[dict[str, flo
     if e is None:
         return {}, None
     return {k: v for k, v in e.items() if k not in ("dataset", "family", "split", "source")}, e["source"]
+
+
+def _readings(section: str) -> list[dict[str, Any]]:
+    from metavae.evaluation.paper import PAPER_READINGS
+
+    return PAPER_READINGS[section]
 
 
 def _paper_invariance(trained: str, measured: str) -> float | None:
@@ -73,15 +80,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _num(value: Any, fmt: str = ".3f") -> str:
     return "—" if value is None else format(value, fmt)
-
-
-def _commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 class _Files:
@@ -110,7 +108,7 @@ class _Files:
 def _header(root: Path) -> list[str]:
     status = _read(root / "reproduce.json")
     lines = ["# Reproducing Wu et al. (AAAI 2020), Meta-Amortized Variational Inference and Learning", "",
-             f"metavae {__version__}, commit {_commit()}; written {time.strftime('%Y-%m-%d %H:%M %Z')} by `metavae report`.",
+             f"metavae {__version__}, commit {source_commit()}; written {time.strftime('%Y-%m-%d %H:%M %Z')} by `metavae report`.",
              "Paper numbers: `metavae/data/paper_readings.yaml` (each with its figure or table and panel; Fig. 6 bars "
              "read off the plots, about ±0.02). Every other number: the file named beside it, relative to the "
              "`metavae reproduce --out` directory.", ""]
@@ -149,7 +147,8 @@ def _fig6(root: Path, files: _Files) -> tuple[list[str], list[str]]:
     panels = _panels(root)
     fig = ["## Fig. 6: linear probe on held-out transformations", "",
            "Per panel: our probe accuracy per held-out value (bars, one colour per model) and the paper's mean over "
-           "the held-out values (dashed lines, where the paper has the model).", ""]
+           "the held-out values (dashed lines, where the paper has the model: its per-value bars were not read off, only "
+           "each panel's mean).", ""]
     summary = ["## Summary: every panel and model", ""]
     table = ["| panel | model | ours | paper | ours − paper | source |", "|---|---|---|---|---|---|"]
     if not panels:
@@ -193,9 +192,9 @@ def _physics_claim(rows: list[dict[str, str]], variant: str) -> list[str]:
     bound = reading("physics", quantity="metavae_mse_bound")
     scale = reading("physics", quantity="heatmap_scale")
     lines = []
-    if bound and rows and f"mse_{variant}" in rows[0]:
-        region = [r for r in rows if bound["angle_min"] <= float(r["angle"]) <= bound["angle_max"]
-                  and bound["length_min"] <= float(r["length"]) <= bound["length_max"]]
+    region = [r for r in rows if bound and bound["angle_min"] <= float(r["angle"]) <= bound["angle_max"]
+              and bound["length_min"] <= float(r["length"]) <= bound["length_max"]]
+    if bound and region and f"mse_{variant}" in region[0]:
         ours = sum(float(r[f"mse_{variant}"]) < bound["mse_below"] for r in region)
         floor = sum(float(r["mse_bayes"]) < bound["mse_below"] for r in region)
         worst = max(region, key=lambda r: float(r[f"mse_{variant}"]))
@@ -257,7 +256,7 @@ def _expfam(root: Path, files: _Files) -> list[str]:
                              f"{_num(reach['below'], 'g')} | {_num(reach['above'], 'g')} |")
             else:
                 paper = reading("expfam", experiment="unseen", family=family)
-                ref = paper.get("metavae_many") if paper and name == "many_metavae" and paper["theta"] == r["theta"] else None
+                ref = paper.get("metavae_many") if paper and name == "many_metavae" and math.isclose(paper["theta"], r["theta"]) else None
                 unseen.append(f"| {family} | {name} | {r['theta']:g} | {r['mse']:.3g} | {_num(ref, 'g')} |")
     lines += ["", "Numbers: `expfam/summary.json` (per θ: `expfam/sweep.csv`).", ""]
     gauss = reading("expfam", experiment="gaussian_sweep", family="gaussian")
@@ -300,21 +299,27 @@ def _invariance(root: Path) -> list[str]:
             cells.append(f"{fam[c]['distance']:.3f}" + (f" ({paper:.2f})" if paper is not None else ""))
         normalised = ", ".join(_num(fam[c]["normalised"]) for c in columns)
         lines.append(f"| {row['family']} {row['model']} | " + " | ".join(cells) + f" | {normalised} |")
+    norb = ", ".join(f"{e['trained']} {e[e['trained']]:g}" for e in _readings("invariance") if e["dataset"] == "norb")
     return [*lines, "", "Numbers: `invariance/invariance.json`; the paper's distances are on its own code scale, "
-            "so the normalised columns (distance / between-image distance) are the comparable ones.", ""]
+            "so the normalised columns (distance / between-image distance) are the comparable ones.", "",
+            f"The paper's smallNORB row (trained-family distances: {norb}) is not measured: smallNORB's factors are "
+            "photographs of the object under other conditions, not transformations that can be applied to a base "
+            "image, so there is no transformed version of a test image to compare with (`metavae invariance` refuses "
+            "smallNORB runs).", ""]
 
 
 def _where(record: dict[str, Any]) -> tuple[str, str]:
     env = record.get("environment") or {}
     device = env.get("device") or (record.get("config", {}).get("train", {}).get("device", "?") + " (setting)")
-    return device, str(env.get("threads", "—"))
+    return device, str(env.get("threads", "—")), str(env.get("commit", "—"))
 
 
 def _runs(root: Path, files: _Files) -> list[str]:
-    lines = ["## Runs", "", "Every training run: its seed, the device it ran on and torch's threads, its length (the "
+    lines = ["## Runs", "", "Every training run: its seed, the device it ran on, torch's threads and the library's commit (— : not recorded by "
+             "runs from before this was recorded), its length (the "
              "best validation step in parentheses), schedule and wall time of training, and its config.", "",
-             "| run | model | seed | device | threads | steps (best) | lr | batch | train time (s) | config |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | model | seed | device | threads | commit | steps (best) | lr | batch | train time (s) | config |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     header = len(lines)
     for path in sorted(root.glob("*/*/*/summary.json")):
         s = _read(path)
@@ -322,9 +327,9 @@ def _runs(root: Path, files: _Files) -> list[str]:
             continue
         rel = path.parent.relative_to(root).as_posix()
         train = s["config"].get("train", {})
-        device, threads = _where(s)
+        device, threads, commit = _where(s)
         files.copy(f"{rel}/config.yaml")
-        lines.append(f"| {rel} | {s.get('model')} | {train.get('seed')} | {device} | {threads} | "
+        lines.append(f"| {rel} | {s.get('model')} | {train.get('seed')} | {device} | {threads} | {commit} | "
                      f"{s.get('steps')} ({s.get('best_step')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
                      f"{s.get('train_seconds', 0):.0f} | [`{rel}/config.yaml`]({rel}/config.yaml) |")
     for part in ("physics", "expfam"):
@@ -334,14 +339,14 @@ def _runs(root: Path, files: _Files) -> list[str]:
         train = s.get("config", {}).get("train", {})
         for name, t in s["training"].items():
             done = _read(root / part / name / "finished.json") or {}
-            device, threads = _where({**done, "environment": done.get("environment") or s.get("environment"),
+            device, threads, commit = _where({**done, "environment": done.get("environment") or s.get("environment"),
                                       "config": {"train": train}})
             files.copy(f"{part}/{name}/config.yaml")
-            lines.append(f"| {part}/{name} | {part} | {train.get('seed')} | {device} | {threads} | "
+            lines.append(f"| {part}/{name} | {part} | {train.get('seed')} | {device} | {threads} | {commit} | "
                          f"{t.get('steps')} ({t.get('best_step', '—')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
                          f"{t.get('train_seconds', 0):.0f} | [`{part}/{name}/config.yaml`]({part}/{name}/config.yaml) |")
     if len(lines) == header:
-        lines.append("| (no finished run yet) | | | | | | | | | |")
+        lines.append("| (no finished run yet) | | | | | | | | | | |")
     return [*lines, ""]
 
 
@@ -357,9 +362,19 @@ def build_report(root: str | Path, dest: str | Path | None = None) -> Path:
     except OSError as exc:
         raise RunDirectoryError(f"cannot create {dest}: {describe_os_error(exc)}") from exc
     files = _Files(root, dest)
-    fig6, summary = _fig6(root, files)
-    text = "\n".join([*_header(root), *summary, *fig6, *_physics(root, files), *_expfam(root, files), *_invariance(root),
-                      *_runs(root, files)])
+
+    def section(name: str, build: Any, *args: Any) -> Any:
+        try:
+            return build(*args)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a record written by something else, or damaged
+            raise RunDirectoryError(f"{root}: a file that the {name} section reads has unexpected content "
+                                    f"({type(exc).__name__}: {exc}); run `metavae reproduce` with the same --out again "
+                                    "to redo the step that wrote it") from None
+
+    fig6, summary = section("Fig. 6", _fig6, root, files)
+    text = "\n".join([*section("header", _header, root), *summary, *fig6, *section("Fig. 1", _physics, root, files),
+                      *section("Figs. 2–3", _expfam, root, files), *section("Table 1", _invariance, root),
+                      *section("Runs", _runs, root, files)])
     path = dest / "REPORT.md"
     atomic_write_text(path, text)
     return path

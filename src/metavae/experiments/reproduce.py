@@ -51,7 +51,7 @@ from typing import Any
 from metavae.config import ExperimentConfig, flatten, load_config
 from metavae.data.families import FAMILIES
 from metavae.data.mnist import files_ok
-from metavae.data.norb import cache_paths, raw_dir
+from metavae.data.norb import EXPECTED_FILES, cache_paths, raw_dir
 from metavae.errors import ConfigError
 from metavae.evaluation.invariance import InvarianceConfig, invariance_config
 from metavae.experiments import expfam, physics
@@ -147,7 +147,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def _present(data_root: Path) -> dict[str, bool]:
     """Which optional data sets are under ``data_root`` (MNIST is fetched on demand, so always in)."""
-    norb = cache_paths(data_root)[0].is_file() or (raw_dir(data_root).is_dir() and any(raw_dir(data_root).iterdir()))
+    folder = raw_dir(data_root)
+    norb = cache_paths(data_root)[0].is_file() or all((folder / n).is_file() or (folder / f"{n}.gz").is_file()
+                                                      for n in EXPECTED_FILES)
     return {"mnist": True, "fashion_mnist": files_ok(data_root, "FashionMNIST"), "norb": norb}
 
 
