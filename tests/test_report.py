@@ -77,6 +77,9 @@ def test_report_of_tiny_finished_runs(finished):
     assert "| vae_per_distribution |" in text and "Fig. 6, MNIST rotate / sparse" in text
     wins = int(metavae >= compare["variants"]["vae_per_distribution"]["mean_accuracy"])
     assert f"highest mean held-out probe accuracy of the models in {wins} of 1 panels" in text
+    iwae = {v: r["test_log_likelihood"] for v, r in compare["variants"].items()}
+    assert f"and the highest test IWAE in {int(iwae['metavae'] >= iwae['vae_per_distribution'])} of 1 " in text
+    assert f"over the panels with a reading: metavae {metavae - 0.88:+.3f} (1 panels)." in text
     for png in ("figures/fig6_mnist_rotate_sparse.png", "figures/fig6_summary.png", "physics/heatmaps.png",
                 "physics/ratios.png", "expfam/sweeps.png"):
         assert f"({png})" in text and (out / png).stat().st_size > 1000, png
