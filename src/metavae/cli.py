@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ import time
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from metavae import __version__
 from metavae.config import ExperimentConfig, load_config, parse_overrides
@@ -30,6 +29,7 @@ from metavae.evaluation import invariance
 from metavae.evaluation.paper import paper_probe_accuracy
 from metavae.experiments import executor, expfam, physics, reproduce, resolve_data_root
 from metavae.experiments import transformed_images as images
+from metavae.experiments.common import read_json
 from metavae.experiments.report import build_report
 from metavae.files import atomic_write_json, describe_os_error
 
@@ -242,7 +242,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
     outcomes = executor.run_manifest(specs, out, data_root, jobs=args.jobs, progress=_progress(args), engine=args.engine,
                                      address=args.address, cpus_per_run=args.cpus_per_run)
-    earlier = _read_json(out / "reproduce.json")
+    earlier = read_json(out / "reproduce.json")
     calls = earlier.get("invocations", []) if isinstance(earlier, dict) and earlier.get("preset") == args.preset else []
     counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "skipped", "failed", "blocked")}
     calls.append({"started": started, "seconds": time.perf_counter() - start, "engine": args.engine, "jobs": args.jobs,
@@ -258,14 +258,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise MetaVAEError(f"{len(bad)} run(s) did not finish ({', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}); "
                            "run the same command again to retry them (finished runs are skipped)")
     return 0
-
-
-def _read_json(path: Path) -> Any:
-    """A JSON file's content, or ``None`` if it is absent or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
 
 
 def cmd_report(args: argparse.Namespace) -> int:

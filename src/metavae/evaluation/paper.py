@@ -75,7 +75,8 @@ PAPER_INVARIANCE: dict[str, dict[str, float]] = {
 def paper_probe_accuracy(dataset: str, family: str, split: str) -> dict[str, float]:
     """The paper's mean probe accuracies of the panel ``(family, split)`` of ``dataset`` (model →
     accuracy); empty for a data set the paper did not use (e.g. Fashion-MNIST)."""
-    return PAPER_PROBE_ACCURACY.get((family, split), {}) if dataset in ("mnist", "norb") else {}
+    entry = reading("probe_accuracy", dataset=dataset, family=family, split=split)
+    return {} if entry is None else _numbers(entry, "probe_accuracy")
 
 
 def reading(section: str, **match: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from metavae.errors import ConfigError, RunDirectoryError
 from metavae.files import describe_os_error
 from metavae.models import MODELS, LatentVariableModel
 
-__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record", "environment", "source_commit"]
+__all__ = ["resolve_data_root", "build_registered_model", "output_directory", "finished_record", "read_json", "environment", "source_commit"]
 
 
 def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -99,14 +99,17 @@ def output_directory(out: str | os.PathLike[str]) -> Path:
     return out
 
 
+def read_json(path: Path) -> Any:
+    """The content of the JSON file ``path``, or ``None`` if it is absent, unreadable or damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def finished_record(path: Path, config: Any) -> dict[str, Any] | None:
     """The JSON record a variant wrote at ``path`` when it finished, if it finished with ``config``
     (its ``"config"`` entry); ``None`` if it is absent, damaged (the variant is finished again: its
     run resumes) or from other settings."""
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    record = read_json(path)
     return record if isinstance(record, dict) and record.get("config") == config else None

@@ -44,7 +44,7 @@ from metavae.errors import ConfigError, MetaVAEError, RunDirectoryError
 from metavae.evaluation import invariance
 from metavae.experiments import expfam, physics
 from metavae.experiments import transformed_images as images
-from metavae.experiments.common import finished_record, output_directory
+from metavae.experiments.common import finished_record, output_directory, read_json
 from metavae.experiments.reproduce import RunSpec
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def _run_compare(spec: RunSpec, deps: Sequence[RunSpec], out: Path, data_root: P
 
 
 def _compare_finished(spec: RunSpec, deps: Sequence[RunSpec], out: Path) -> bool:
-    path = out / spec.out / "compare.json"
+    written = read_json(out / spec.out / "compare.json")
     try:
-        return path.is_file() and json.loads(path.read_text()) == _compare_result(spec, deps, out)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RunDirectoryError):
+        return written is not None and written == _compare_result(spec, deps, out)
+    except RunDirectoryError:  # a variant is not finished
         return False
 
 

@@ -26,7 +26,6 @@ time, config file).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 import time
@@ -35,8 +34,9 @@ from typing import Any
 
 from metavae import __version__
 from metavae.errors import RunDirectoryError
-from metavae.evaluation.paper import reading
-from metavae.experiments.common import source_commit
+from metavae.evaluation.paper import PAPER_READINGS, paper_probe_accuracy, reading
+from metavae.experiments.common import read_json, source_commit
+from metavae.experiments.physics import read_planes_csv
 from metavae.files import atomic_write_text, describe_os_error
 
 __all__ = ["SECTIONS", "build_report", "paper_accuracy"]
@@ -47,27 +47,12 @@ SECTIONS = ("## Summary: every panel and model", "## Fig. 6", "## Fig. 1", "## F
 def paper_accuracy(dataset: str, family: str, split: str) -> tuple[dict[str, float], str | None]:
     """The paper's Fig. 6 readings of a panel of ``dataset`` (none for Fashion-MNIST) and their source."""
     e = reading("probe_accuracy", dataset=dataset, family=family, split=split)
-    if e is None:
-        return {}, None
-    return {k: v for k, v in e.items() if k not in ("dataset", "family", "split", "source")}, e["source"]
-
-
-def _readings(section: str) -> list[dict[str, Any]]:
-    from metavae.evaluation.paper import PAPER_READINGS
-
-    return PAPER_READINGS[section]
+    return paper_probe_accuracy(dataset, family, split), None if e is None else e["source"]
 
 
 def _paper_invariance(trained: str, measured: str) -> float | None:
     e = reading("invariance", dataset="mnist", trained=trained)
     return None if e is None else e.get(measured)
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -106,7 +91,7 @@ class _Files:
 
 
 def _header(root: Path) -> list[str]:
-    status = _read(root / "reproduce.json")
+    status = read_json(root / "reproduce.json")
     lines = ["# Reproducing Wu et al. (AAAI 2020), Meta-Amortized Variational Inference and Learning", "",
              f"metavae {__version__}, commit {source_commit()}; written {time.strftime('%Y-%m-%d %H:%M %Z')} by `metavae report`.",
              "Paper numbers: `metavae/data/paper_readings.yaml` (each with its figure or table and panel; Fig. 6 bars "
@@ -133,7 +118,7 @@ def _header(root: Path) -> list[str]:
 def _panels(root: Path) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in sorted(root.glob("*/*/compare.json")):
-        result = _read(path)
+        result = read_json(path)
         if isinstance(result, dict) and isinstance(result.get("variants"), dict):
             out.append((path.relative_to(root).as_posix(), result))
     order = {"mnist": 0, "fashion_mnist": 1, "norb": 2}
@@ -206,35 +191,35 @@ def _mean_differences(bars: list[tuple[str, dict[str, tuple[float, float | None]
             ", ".join(f"{m} {sum(d) / len(d):+.3f} ({len(d)} panels)" for m, d in diffs.items()) + "."]
 
 
-def _physics_claim(rows: list[dict[str, str]], variant: str) -> list[str]:
+def _physics_claim(rows: list[dict[str, Any]], variant: str) -> list[str]:
     """The paper's Fig. 1 claims checked plane by plane against ``planes.csv``."""
     bound = reading("physics", quantity="metavae_mse_bound")
     scale = reading("physics", quantity="heatmap_scale")
     lines = []
-    region = [r for r in rows if bound and bound["angle_min"] <= float(r["angle"]) <= bound["angle_max"]
-              and bound["length_min"] <= float(r["length"]) <= bound["length_max"]]
+    region = [r for r in rows if bound and bound["angle_min"] <= r["angle"] <= bound["angle_max"]
+              and bound["length_min"] <= r["length"] <= bound["length_max"]]
     if bound and region and f"mse_{variant}" in region[0]:
-        ours = sum(float(r[f"mse_{variant}"]) < bound["mse_below"] for r in region)
-        floor = sum(float(r["mse_bayes"]) < bound["mse_below"] for r in region)
-        worst = max(region, key=lambda r: float(r[f"mse_{variant}"]))
+        ours = sum(r[f"mse_{variant}"] < bound["mse_below"] for r in region)
+        floor = sum(r["mse_bayes"] < bound["mse_below"] for r in region)
+        worst = max(region, key=lambda r: r[f"mse_{variant}"])
         lines.append(f"The paper ({bound['source']}): MSE < {bound['mse_below']:g} on every plane with "
                      f"A ∈ [{bound['angle_min']:g}, {bound['angle_max']:g}], L ∈ [{bound['length_min']:g}, {bound['length_max']:g}]. "
                      f"Here, of the {len(region)} test planes there: ours below it on {ours}, the exact posterior (the "
-                     f"floor for any estimator) on {floor}; our worst plane there L = {float(worst['length']):g}, "
-                     f"A = {float(worst['angle']):g}: MSE {float(worst[f'mse_{variant}']):.4f} against the floor's "
-                     f"{float(worst['mse_bayes']):.4f} (`physics/planes.csv`).")
+                     f"floor for any estimator) on {floor}; our worst plane there L = {worst['length']:g}, "
+                     f"A = {worst['angle']:g}: MSE {worst[f'mse_{variant}']:.4f} against the floor's "
+                     f"{worst['mse_bayes']:.4f} (`physics/planes.csv`).")
     if scale and rows:
-        tops = {k: max(float(r[f"mse_{v}"]) for r in rows) for k, v in (("metavae", variant), ("baseline", "baseline"))
+        tops = {k: max(r[f"mse_{v}"] for r in rows) for k, v in (("metavae", variant), ("baseline", "baseline"))
                 if f"mse_{v}" in rows[0]}
         lines.append("Worst plane over the whole grid (the top of a heatmap's scale): ours "
                      + ", ".join(f"{k} {v:.3f} (paper ≈{scale[k]:g})" for k, v in tops.items())
-                     + f"; the exact posterior {max(float(r['mse_bayes']) for r in rows):.3f} ({scale['source']}).")
+                     + f"; the exact posterior {max(r['mse_bayes'] for r in rows):.3f} ({scale['source']}).")
     return lines
 
 
 def _physics(root: Path, files: _Files) -> list[str]:
     lines = ["## Fig. 1: compiled inference on the inclined plane", ""]
-    s = _read(root / "physics" / "summary.json")
+    s = read_json(root / "physics" / "summary.json")
     if not isinstance(s, dict) or "variants" not in s:
         return [*lines, "Not finished yet (no `physics/summary.json`).", ""]
     heat, ratios = files.figure("physics/heatmaps.png"), files.figure("physics/ratios.png")
@@ -251,13 +236,14 @@ def _physics(root: Path, files: _Files) -> list[str]:
                      f"{r['mean_mse_all']:.5f} |")
     lines += [f"| exact posterior (floor) | 1.000 | 1.000 | — | — | {s['mean_mse_bayes_all']:.5f} |", "",
               "Numbers: `physics/summary.json` (per plane: `physics/planes.csv`).", ""]
-    claim = _physics_claim(_read_csv(root / "physics" / "planes.csv"), "meta")
+    planes = root / "physics" / "planes.csv"
+    claim = _physics_claim(read_planes_csv(planes) if planes.is_file() else [], "meta")
     return [*lines, *(f"{c}\n" for c in claim)]
 
 
 def _expfam(root: Path, files: _Files) -> list[str]:
     lines = ["## Figs. 2–3: sufficient statistics of exponential families", ""]
-    s = _read(root / "expfam" / "summary.json")
+    s = read_json(root / "expfam" / "summary.json")
     if not isinstance(s, dict) or "summary" not in s:
         return [*lines, "Not finished yet (no `expfam/summary.json`).", ""]
     lines += [f"![sweeps]({files.figure('expfam/sweeps.png')})", "",
@@ -302,7 +288,7 @@ def _expfam(root: Path, files: _Files) -> list[str]:
 
 def _invariance(root: Path) -> list[str]:
     lines = ["## Table 1: invariance of the representation", ""]
-    result = _read(root / "invariance" / "invariance.json")
+    result = read_json(root / "invariance" / "invariance.json")
     if not isinstance(result, dict) or not result.get("runs"):
         return [*lines, "Not finished yet (no `invariance/invariance.json`).", ""]
     columns = list(result["settings"]["families"])
@@ -318,7 +304,7 @@ def _invariance(root: Path) -> list[str]:
             cells.append(f"{fam[c]['distance']:.3f}" + (f" ({paper:.2f})" if paper is not None else ""))
         normalised = ", ".join(_num(fam[c]["normalised"]) for c in columns)
         lines.append(f"| {row['family']} {row['model']} | " + " | ".join(cells) + f" | {normalised} |")
-    norb = ", ".join(f"{e['trained']} {e[e['trained']]:g}" for e in _readings("invariance") if e["dataset"] == "norb")
+    norb = ", ".join(f"{e['trained']} {e[e['trained']]:g}" for e in PAPER_READINGS["invariance"] if e["dataset"] == "norb")
     return [*lines, "", "Numbers: `invariance/invariance.json`; the paper's distances are on its own code scale, "
             "so the normalised columns (distance / between-image distance) are the comparable ones.", "",
             f"The paper's smallNORB row (trained-family distances: {norb}) is not measured: smallNORB's factors are "
@@ -341,7 +327,7 @@ def _runs(root: Path, files: _Files) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     header = len(lines)
     for path in sorted(root.glob("*/*/*/summary.json")):
-        s = _read(path)
+        s = read_json(path)
         if not isinstance(s, dict) or "config" not in s:
             continue
         rel = path.parent.relative_to(root).as_posix()
@@ -352,12 +338,12 @@ def _runs(root: Path, files: _Files) -> list[str]:
                      f"{s.get('steps')} ({s.get('best_step')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
                      f"{s.get('train_seconds', 0):.0f} | [`{rel}/config.yaml`]({rel}/config.yaml) |")
     for part in ("physics", "expfam"):
-        s = _read(root / part / "summary.json")
+        s = read_json(root / part / "summary.json")
         if not isinstance(s, dict) or not isinstance(s.get("training"), dict):
             continue
         train = s.get("config", {}).get("train", {})
         for name, t in s["training"].items():
-            done = _read(root / part / name / "finished.json") or {}
+            done = read_json(root / part / name / "finished.json") or {}
             device, threads, commit = _where({**done, "environment": done.get("environment") or s.get("environment"),
                                       "config": {"train": train}})
             files.copy(f"{part}/{name}/config.yaml")
