@@ -295,3 +295,15 @@ def test_ray_engine_gives_the_local_results(mnist_root, tmp_path):
         one, two = (json.loads((tmp_path / d / spec.out / "summary.json").read_text()) for d in ("local", "ray"))
         for key in ("best_val_iwae", "mean_accuracy", "test_log_likelihood", "steps"):
             assert one[key] == pytest.approx(two[key], rel=1e-4), (spec.name, key)
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    from metavae.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "run_manifest", interrupted)
+    assert main(["--data-dir", str(tmp_path), "reproduce", "--only", "physics", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err == ("metavae: interrupted (run the same command again: finished runs are reused, "
+                                       "unfinished ones resume; checkpoints are written atomically)\n")

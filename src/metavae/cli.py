@@ -442,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0" and "METAVAE_LAUNCHER" not in os.environ:  # one line (the launcher's)
-            print("metavae: interrupted (continue with --resume; checkpoints are written atomically)", file=sys.stderr)
+            how = ("continue with --resume" if args.command == "train" else
+                   "run the same command again: finished runs are reused, unfinished ones resume")
+            print(f"metavae: interrupted ({how}; checkpoints are written atomically)", file=sys.stderr)
         return 130
     except OSError as exc:  # the environment, not metavae: a file system refusing a write or a read
         where = f" {exc.filename}" if exc.filename else ""
