@@ -313,30 +313,32 @@ def _invariance(root: Path) -> list[str]:
             "smallNORB runs).", ""]
 
 
-def _where(record: dict[str, Any]) -> tuple[str, str]:
-    env = record.get("environment") or {}
-    device = env.get("device") or (record.get("config", {}).get("train", {}).get("device", "?") + " (setting)")
-    return device, str(env.get("threads", "—")), str(env.get("commit", "—"))
+def _run_row(rel: str, model: Any, train: dict[str, Any], env: dict[str, Any] | None, steps: Any, best: Any,
+             seconds: float, files: _Files) -> str:
+    """One row of the Runs table; ``env``: the run's ``environment`` record (absent in older runs: the
+    device setting is shown instead); the run's ``config.yaml`` is copied beside the report."""
+    env = env or {}
+    device = env.get("device") or f"{train.get('device', '?')} (setting)"
+    files.copy(f"{rel}/config.yaml")
+    return (f"| {rel} | {model} | {train.get('seed')} | {device} | {env.get('threads', '—')} | {env.get('commit', '—')} | "
+            f"{steps} ({best}) | {train.get('lr', 0):g} | {train.get('batch_size')} | {seconds:.0f} | "
+            f"[`{rel}/config.yaml`]({rel}/config.yaml) |")
 
 
 def _runs(root: Path, files: _Files) -> list[str]:
-    lines = ["## Runs", "", "Every training run: its seed, the device it ran on, torch's threads and the library's commit (— : not recorded by "
-             "runs from before this was recorded), its length (the "
-             "best validation step in parentheses), schedule and wall time of training, and its config.", "",
+    lines = ["## Runs", "",
+             "Every training run: its seed, the device it ran on, torch's threads, the library's commit (— : not "
+             "recorded by older runs), its length (the best validation step in parentheses), schedule, wall time of "
+             "training and config.", "",
              "| run | model | seed | device | threads | commit | steps (best) | lr | batch | train time (s) | config |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     header = len(lines)
     for path in sorted(root.glob("*/*/*/summary.json")):
         s = read_json(path)
-        if not isinstance(s, dict) or "config" not in s:
-            continue
-        rel = path.parent.relative_to(root).as_posix()
-        train = s["config"].get("train", {})
-        device, threads, commit = _where(s)
-        files.copy(f"{rel}/config.yaml")
-        lines.append(f"| {rel} | {s.get('model')} | {train.get('seed')} | {device} | {threads} | {commit} | "
-                     f"{s.get('steps')} ({s.get('best_step')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
-                     f"{s.get('train_seconds', 0):.0f} | [`{rel}/config.yaml`]({rel}/config.yaml) |")
+        if isinstance(s, dict) and "config" in s:
+            lines.append(_run_row(path.parent.relative_to(root).as_posix(), s.get("model"), s["config"].get("train", {}),
+                                  s.get("environment"), s.get("steps"), s.get("best_step"), s.get("train_seconds", 0),
+                                  files))
     for part in ("physics", "expfam"):
         s = read_json(root / part / "summary.json")
         if not isinstance(s, dict) or not isinstance(s.get("training"), dict):
@@ -344,12 +346,8 @@ def _runs(root: Path, files: _Files) -> list[str]:
         train = s.get("config", {}).get("train", {})
         for name, t in s["training"].items():
             done = read_json(root / part / name / "finished.json") or {}
-            device, threads, commit = _where({**done, "environment": done.get("environment") or s.get("environment"),
-                                      "config": {"train": train}})
-            files.copy(f"{part}/{name}/config.yaml")
-            lines.append(f"| {part}/{name} | {part} | {train.get('seed')} | {device} | {threads} | {commit} | "
-                         f"{t.get('steps')} ({t.get('best_step', '—')}) | {train.get('lr', 0):g} | {train.get('batch_size')} | "
-                         f"{t.get('train_seconds', 0):.0f} | [`{part}/{name}/config.yaml`]({part}/{name}/config.yaml) |")
+            lines.append(_run_row(f"{part}/{name}", part, train, done.get("environment") or s.get("environment"),
+                                  t.get("steps"), t.get("best_step", "—"), t.get("train_seconds", 0), files))
     if len(lines) == header:
         lines.append("| (no finished run yet) | | | | | | | | | | |")
     return [*lines, ""]
