@@ -307,3 +307,13 @@ def test_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
     assert main(["--data-dir", str(tmp_path), "reproduce", "--only", "physics", "--out", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err == ("metavae: interrupted (run the same command again: finished runs are reused, "
                                        "unfinished ones resume; checkpoints are written atomically)\n")
+
+
+def test_runs_get_absolute_paths_for_other_working_directories(monkeypatch, tmp_path):
+    """Ray tasks (and spawned processes) may run in another working directory: they get absolute paths."""
+    seen = []
+    monkeypatch.setitem(ex.JOBS, "fake", ex.Job(lambda spec, deps, out, data_root, progress: seen.append((out, data_root)),
+                                                lambda spec, deps, out: False))
+    monkeypatch.chdir(tmp_path)
+    ex.run_manifest([RunSpec("a", "fake", None, 0, "a")], "runs/here", "data", progress=False)
+    assert seen == [(tmp_path / "runs" / "here", tmp_path / "data")]
